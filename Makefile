@@ -1,0 +1,56 @@
+# Set-up and everyday targets. `make demo` and `make test` work on a fresh
+# machine with nothing but this repository (run as root for the apt-get step
+# and for the tests that mount loop devices).
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+# Debian packages the tests use: mkfs.ext4 and mount/losetup for real disks
+# that fill up, turn read-only, fail with EIO or vanish; curl for end-to-end checks.
+APT_PACKAGES := e2fsprogs util-linux mount curl
+
+.PHONY: all install system-deps demo test lint bench clean distclean
+
+all: install
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): setup.py pyproject.toml $(wildcard _fastpath/*.pyx _fastpath/includes/*.pxd)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: system-deps $(STAMP)
+
+demo: install
+	$(BIN)/oca demo --dir $(DEMO_DIR)
+
+lint: install
+	$(BIN)/ruff check oca fill _fastpath tests bench setup.py
+
+test: install lint
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+bench: install
+	$(BIN)/python -m pytest bench --benchmark-only -p no:cacheprovider
+
+clean:
+	rm -rf build *.egg-info _fastpath/*.c _fastpath/*.so $(DEMO_DIR)
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The operator CLI ``oca``: parses arguments and calls library functions."""

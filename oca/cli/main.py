@@ -1,0 +1,299 @@
+"""``oca``: the operator's command line.
+
+Exit codes: 0 ok, 1 operational error (the store, a disk, a file, a finding of
+verify), 2 usage error (bad arguments, invalid id, unknown tier). Errors are one
+line on stderr: ``oca: error: <what failed, which object/key/file>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from .. import __version__
+from ..config import TIERS, Config, find_config, load_config
+from ..errors import OcaError, UsageError
+from ..progress import Progress
+from ..storage import Store
+from ..units import format_size
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _config(args) -> Config:
+    return load_config(find_config(args.config))
+
+
+def _open(args) -> Store:
+    return Store(_config(args))
+
+
+def default_tier(config: Config) -> str:
+    """The slowest tier that has a disk: where an object goes unless told otherwise."""
+    have = {d.tier for d in config.store.disks}
+    return next(t for t in reversed(TIERS) if t in have)
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    from ..storage.recovery import recover
+
+    config = _config(args)
+    with Store.init(config) as store:
+        report = recover(store)
+        for d in store.status(io=False)["disks"]:
+            print(f"{d['path']}: tier {d['tier']}, {d['state']}"
+                  + (f" ({d['reason']})" if d["reason"] else ""))
+        if report.adopted:
+            print(f"adopted {len(report.adopted)} objects found on disk")
+        print(f"index {store.index.path}: {store.status(io=False)['objects']} objects")
+    return EXIT_OK
+
+
+def cmd_put(args) -> int:
+    with _open(args) as store:
+        tier = args.tier or default_tier(store.config)
+        import os
+
+        size = os.path.getsize(args.file) if os.path.isfile(args.file) else None
+        with Progress(f"put {args.id}", total=size, unit="B") as p:
+            last = 0
+
+            def tick(total: int) -> None:
+                nonlocal last
+                p.update(total - last)
+                last = total
+
+            rec = store.put(args.id, args.file, tier, content_type=args.type,
+                            expected_digest=args.xxh3, replace=args.replace, on_bytes=tick)
+    print(f"{rec.id}: {format_size(rec.size)} on {rec.tier} ({rec.disk}) xxh3 {rec.xxh3}")
+    return EXIT_OK
+
+
+def cmd_rm(args) -> int:
+    with _open(args) as store:
+        rec = store.delete(args.id)
+    print(f"{rec.id}: removed from {rec.tier} ({rec.disk})")
+    return EXIT_OK
+
+
+def cmd_mv(args) -> int:
+    with _open(args) as store:
+        old = store.get(args.id)
+        with Progress(f"mv {args.id}", total=old.size, unit="B") as p:
+            last = 0
+
+            def tick(total: int) -> None:
+                nonlocal last
+                p.update(total - last)
+                last = total
+
+            rec = store.move(args.id, args.tier, on_bytes=tick)
+    print(f"{rec.id}: {old.tier} -> {rec.tier} ({rec.disk})")
+    return EXIT_OK
+
+
+def cmd_ls(args) -> int:
+    with _open(args) as store:
+        records = list(store.objects(tier=args.tier))
+    if args.json:
+        _print_json([r.to_dict() for r in records])
+        return EXIT_OK
+    for r in records:
+        print(f"{r.id}\t{r.tier}\t{r.size}\t{r.xxh3}\t{r.content_type}")
+    return EXIT_OK
+
+
+def cmd_stat(args) -> int:
+    with _open(args) as store:
+        info = store.stat(args.id)
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    for key in ("id", "size", "xxh3", "tier", "disk", "path", "content_type", "mtime",
+                "hits", "bytes_served", "last_hit", "disk_state", "servable"):
+        print(f"{key}: {info[key]}")
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from ..storage.scrub import verify
+
+    with _open(args) as store:
+        records = [store.get(i) for i in args.ids] if args.ids else list(store.index.objects())
+        total = sum(r.size for r in records)
+        with Progress("verify", total=total, unit="B", enabled=not args.json) as p:
+            report = verify(store, records, on_bytes=p.update)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(f"checked {report.checked} objects ({format_size(report.bytes)}): "
+              f"{report.ok} ok, {len(report.corrupt)} corrupt, {len(report.missing)} missing, "
+              f"{len(report.skipped)} skipped")
+        for c in report.corrupt:
+            print(f"corrupt: {c['id']} on {c['disk']}: expected {c['expected']}, "
+                  f"got {c['actual']}; quarantined to {c['quarantined_to']}")
+        for m in report.missing:
+            print(f"missing: {m['id']} on {m['disk']}: dropped from the index")
+        for disk, reason in report.failed_disks.items():
+            print(f"disk failed: {disk}: {reason}")
+    return EXIT_OK if report.clean else EXIT_ERROR
+
+
+def cmd_recover(args) -> int:
+    from ..storage.recovery import recover
+
+    with _open(args) as store, Progress("recover", unit="files", enabled=not args.json) as p:
+        report = recover(store, on_file=p.update)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    print(f"temp files removed {len(report.temp_removed)}, adopted {len(report.adopted)}, "
+          f"strays removed {len(report.strays_removed)}, dropped (missing) "
+          f"{len(report.dropped_missing)}, quarantined {len(report.quarantined)}")
+    for path in report.foreign:
+        print(f"left alone (not an object file): {path}")
+    for path in report.pending:
+        print(f"pending (disk not writable): {path}")
+    for disk, reason in report.skipped_disks.items():
+        print(f"skipped disk {disk}: {reason}")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    with _open(args) as store:
+        st = store.status()
+    if args.json:
+        _print_json(st)
+        return EXIT_OK
+    print(f"index {st['index']}: {st['objects']} objects, {st['quarantined']} quarantined")
+    print(f"{'TIER':6} {'DISKS':>6} {'HEALTHY':>7} {'OBJECTS':>8} {'USED':>8} {'CAPACITY':>8}")
+    for tier, t in st["tiers"].items():
+        if t["disks"]:
+            print(f"{tier:6} {t['disks']:>6} {t['healthy']:>7} {t['objects']:>8} "
+                  f"{format_size(t['used']):>8} {format_size(t['capacity']):>8}")
+    print()
+    print(f"{'DISK':30} {'TIER':6} {'STATE':8} {'OBJECTS':>8} {'USED':>8} {'CAPACITY':>8} "
+          f"{'FS FREE':>8} {'READ':>8} {'WRITTEN':>8}")
+    for d in st["disks"]:
+        io = d["io"] or {}
+        rd = format_size(io["read_bytes"]) if io else "-"
+        wr = format_size(io["write_bytes"]) if io else "-"
+        print(f"{d['path']:30} {d['tier']:6} {d['state']:8} {d['objects']:>8} "
+              f"{format_size(d['used']):>8} {format_size(d['capacity']):>8} "
+              f"{format_size(d['fs_free']):>8} {rd:>8} {wr:>8}")
+        if d["reason"]:
+            print(f"  {d['state']}: {d['reason']}")
+    for path, u in st["unconfigured_disks"].items():
+        print(f"warning: {u['objects']} indexed objects on {path}, which is not in the config")
+    return EXIT_OK
+
+
+def cmd_disk_clear(args) -> int:
+    with _open(args) as store:
+        h = store.clear_failed(args.path)
+    print(f"{args.path}: {h.state}" + (f" ({h.reason})" if h.reason else ""))
+    return EXIT_OK if h.servable else EXIT_ERROR
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    return run_demo(args.dir, total_mb=args.size_mb)
+
+
+# -- parser --------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line error (its default, made explicit)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="oca", description="Operate an oca CDN appliance.")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="config file (default: ./oca.toml, then $OCA_CONFIG)")
+    p.add_argument("--version", action="version", version=f"oca {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, fn: Callable, help: str, parent=sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, description=help)
+        sp.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="config file (default: ./oca.toml, then $OCA_CONFIG)")
+        sp.set_defaults(func=fn)
+        return sp
+
+    add("init", cmd_init, "create the index and initialise the disks (idempotent)")
+    sp = add("put", cmd_put, "store FILE as object ID")
+    sp.add_argument("id")
+    sp.add_argument("file")
+    sp.add_argument("--tier", choices=TIERS, help="tier (default: the slowest configured)")
+    sp.add_argument("--type", metavar="MIME", help="content type (default: from the id)")
+    sp.add_argument("--xxh3", metavar="DIGEST", help="refuse unless the bytes hash to this")
+    sp.add_argument("--replace", action="store_true", help="overwrite an existing object")
+    sp = add("rm", cmd_rm, "remove object ID")
+    sp.add_argument("id")
+    sp = add("mv", cmd_mv, "move object ID to another tier (promote/demote)")
+    sp.add_argument("id")
+    sp.add_argument("--tier", choices=TIERS, required=True)
+    sp = add("ls", cmd_ls, "list objects")
+    sp.add_argument("--tier", choices=TIERS)
+    sp.add_argument("--json", action="store_true")
+    sp = add("stat", cmd_stat, "show one object")
+    sp.add_argument("id")
+    sp.add_argument("--json", action="store_true")
+    sp = add("verify", cmd_verify, "re-hash objects, quarantine corrupt ones (exit 1 if any)")
+    sp.add_argument("ids", nargs="*", metavar="ID")
+    sp.add_argument("--json", action="store_true")
+    sp = add("recover", cmd_recover, "reconcile index and disks (as at start-up)")
+    sp.add_argument("--json", action="store_true")
+    sp = add("status", cmd_status, "tiers and disks: capacity, use, health, I/O")
+    sp.add_argument("--json", action="store_true")
+    disk = sub.add_parser("disk", help="disk operations")
+    disk_sub = disk.add_subparsers(dest="disk_command", metavar="COMMAND", required=True,
+                                   parser_class=_Parser)
+    sp = add("clear", cmd_disk_clear, "forget a disk's failure and probe it again",
+             parent=disk_sub)
+    sp.add_argument("path")
+    sp = add("demo", cmd_demo, "build a demo appliance in a folder and show it")
+    sp.add_argument("--dir", default="demo")
+    sp.add_argument("--size-mb", type=int, default=300, help="bytes of objects to generate")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="oca: %(message)s", stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"oca: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OcaError as e:
+        print(f"oca: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("oca: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

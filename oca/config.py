@@ -1,0 +1,228 @@
+"""The one typed configuration: ``oca.toml`` loaded with tomllib.
+
+Every key is documented in docs/config.md. An unknown key, a value of the wrong
+type or a bad value raises ConfigError naming the file and the key, e.g.
+``oca.toml: store.disk[1].tier: unknown tier 'nvme' (expected one of ssd, flash, hdd)``.
+Relative paths are taken relative to the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .units import parse_size
+
+TIERS = ("ssd", "flash", "hdd")
+"""Tier names, fastest first."""
+
+DEFAULT_CONFIG = "oca.toml"
+CONFIG_ENV = "OCA_CONFIG"
+
+_LISTEN_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})\Z")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: listeners, workers, access log, appliance name."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    admin_listen: tuple[str, int] = ("127.0.0.1", 8081)
+    workers: int = 0  # 0: one per CPU
+    access_log: Path | None = None
+    name: str = ""
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """One ``[[store.disk]]``: a mounted filesystem that belongs to one tier."""
+
+    path: Path
+    tier: str
+    capacity: int | None = None  # None: the filesystem's size
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[store]``: the SQLite index and the disks."""
+
+    index: Path
+    disks: tuple[DiskConfig, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole ``oca.toml``."""
+
+    path: Path
+    server: ServerConfig
+    store: StoreConfig
+
+
+class _Section:
+    """Reads the keys of one TOML table, remembering which were used."""
+
+    def __init__(self, file: Path, name: str, table: Any):
+        self.file = file
+        self.name = name
+        if not isinstance(table, dict):
+            self.fail(f"must be a table, not {type(table).__name__}", key=None)
+        self.table = table
+        self.used: set[str] = set()
+
+    def fail(self, message: str, key: str | None) -> None:
+        where = f"{self.name}.{key}" if key and self.name else (key or self.name or "(top level)")
+        raise ConfigError(f"{self.file}: {where}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required=False):
+        self.used.add(key)
+        if key not in self.table:
+            if required:
+                self.fail("missing (required)", key)
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds).replace("str", "string")
+            self.fail(f"must be {names}, not {type(value).__name__} {value!r}", key)
+        return value
+
+    def finish(self, known_sections: tuple[str, ...] = ()) -> None:
+        for key in self.table:
+            if key not in self.used and key not in known_sections:
+                self.fail("unknown key", key)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to (host, port); ValueError when malformed."""
+    m = _LISTEN_RE.match(text)
+    if not m:
+        raise ValueError(f"expected host:port, not {text!r}")
+    port = int(m.group("port"))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range 1-65535")
+    host = m.group("v6") or m.group("host") or "0.0.0.0"
+    return host, port
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _server(file: Path, raw: Any) -> ServerConfig:
+    s = _Section(file, "server", raw)
+    base = file.parent
+    kw: dict[str, Any] = {}
+    for key in ("listen", "admin_listen"):
+        text = s.get(key, str)
+        if text is not None:
+            try:
+                kw[key] = parse_listen(text)
+            except ValueError as e:
+                s.fail(str(e), key)
+    workers = s.get("workers", int)
+    if workers is not None:
+        if not 1 <= workers <= 1024:
+            s.fail(f"must be between 1 and 1024, not {workers}", "workers")
+        kw["workers"] = workers
+    log = s.get("access_log", str)
+    if log is not None:
+        kw["access_log"] = _resolve(base, log)
+    name = s.get("name", str, default=socket.gethostname())
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+        s.fail(f"appliance name {name!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,62}}", "name")
+    kw["name"] = name
+    s.finish()
+    return ServerConfig(**kw)
+
+
+def _store(file: Path, raw: Any) -> StoreConfig:
+    s = _Section(file, "store", raw)
+    base = file.parent
+    index = _resolve(base, s.get("index", str, required=True))
+    raw_disks = s.get("disk", list, required=True)
+    s.finish()
+    if not raw_disks:
+        s.fail("at least one [[store.disk]] is needed", "disk")
+    disks: list[DiskConfig] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(raw_disks):
+        d = _Section(file, f"store.disk[{i}]", entry)
+        path = _resolve(base, d.get("path", str, required=True))
+        tier = d.get("tier", str, required=True)
+        if tier not in TIERS:
+            d.fail(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})", "tier")
+        cap_raw = d.get("capacity", (str, int))
+        capacity = None
+        if cap_raw is not None:
+            try:
+                capacity = parse_size(cap_raw)
+            except ValueError as e:
+                d.fail(str(e), "capacity")
+            if capacity <= 0:
+                d.fail("must be greater than zero", "capacity")
+        d.finish()
+        key = os.path.normpath(os.path.abspath(path))
+        if key in seen:
+            d.fail(f"duplicate disk {key} (also store.disk[{seen[key]}])", "path")
+        for other, j in seen.items():
+            if key.startswith(other + os.sep) or other.startswith(key + os.sep):
+                d.fail(f"disk {key} nests with store.disk[{j}] {other}", "path")
+        seen[key] = i
+        disks.append(DiskConfig(path=Path(key), tier=tier, capacity=capacity))
+    idx = os.path.normpath(os.path.abspath(index))
+    for d_cfg in disks:
+        if idx.startswith(str(d_cfg.path) + os.sep):
+            s.fail(f"index {idx} must not live on a data disk ({d_cfg.path})", "index")
+    return StoreConfig(index=Path(idx), disks=tuple(disks))
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Load and validate *path*; raise ConfigError naming the file and key on any problem."""
+    file = Path(path)
+    try:
+        with open(file, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read config: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: not valid TOML: {e}") from None
+    file = file.absolute()
+    top = _Section(file, "", raw)
+    top.used.update({"server", "store"})
+    top.finish()
+    if "store" not in raw:
+        raise ConfigError(f"{file}: store: missing (required) [store] section")
+    return Config(
+        path=file,
+        server=_server(file, raw.get("server", {})),
+        store=_store(file, raw["store"]),
+    )
+
+
+def find_config(explicit: str | None) -> Path:
+    """The config path: ``-c`` if given, else ``./oca.toml``, else ``$OCA_CONFIG``."""
+    if explicit:
+        return Path(explicit)
+    if os.path.exists(DEFAULT_CONFIG):
+        return Path(DEFAULT_CONFIG)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    raise ConfigError(
+        f"no config: {DEFAULT_CONFIG} not found in {os.getcwd()} and ${CONFIG_ENV} not set "
+        "(give one with -c FILE)"
+    )

@@ -1,0 +1,322 @@
+"""The object index: SQLite in WAL mode, shared by every process of the appliance.
+
+The index is the truth about which objects exist; files on disk are reconciled
+to it at start-up (recovery.py). ``synchronous=NORMAL`` is enough: under WAL a
+crash of the process loses nothing committed, and a power loss can lose only the
+last transactions, which recovery repairs from the self-describing files
+(an object renamed into place is adopted again, a delete or move already done on
+disk is seen as a missing or stray file).
+
+Every change to the objects table bumps ``meta.generation`` in the same
+transaction, so a reader (the serving map) can tell cheaply that it must reload.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+    id           TEXT PRIMARY KEY,
+    size         INTEGER NOT NULL,
+    xxh3         TEXT NOT NULL,
+    disk         TEXT NOT NULL,
+    tier         TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    mtime        REAL NOT NULL,
+    hits         INTEGER NOT NULL DEFAULT 0,
+    bytes_served INTEGER NOT NULL DEFAULT 0,
+    last_hit     REAL
+);
+CREATE INDEX IF NOT EXISTS objects_disk ON objects(disk);
+CREATE TABLE IF NOT EXISTS disks (
+    path    TEXT PRIMARY KEY,
+    disk_id TEXT NOT NULL,
+    tier    TEXT NOT NULL,
+    failed  INTEGER NOT NULL DEFAULT 0,
+    reason  TEXT,
+    since   REAL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    token   TEXT PRIMARY KEY,
+    disk    TEXT NOT NULL,
+    bytes   INTEGER NOT NULL,
+    pid     INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id    TEXT NOT NULL,
+    disk  TEXT NOT NULL,
+    xxh3  TEXT NOT NULL,
+    ts    REAL NOT NULL,
+    PRIMARY KEY (id, disk, xxh3)
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id       TEXT NOT NULL,
+    disk     TEXT NOT NULL,
+    expected TEXT,
+    actual   TEXT,
+    path     TEXT,
+    reason   TEXT NOT NULL,
+    ts       REAL NOT NULL
+);
+"""
+
+_OBJECT_COLS = "id, size, xxh3, disk, tier, content_type, mtime, hits, bytes_served, last_hit"
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One indexed object."""
+
+    id: str
+    size: int
+    xxh3: str
+    disk: str
+    tier: str
+    content_type: str
+    mtime: float
+    hits: int = 0
+    bytes_served: int = 0
+    last_hit: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DiskRecord:
+    """A disk as the index knows it: identity and the sticky failure flag."""
+
+    path: str
+    disk_id: str
+    tier: str
+    failed: bool
+    reason: str | None
+    since: float | None
+
+
+class Index:
+    """SQLite-backed object index. One instance per process; not shared across threads."""
+
+    def __init__(self, path: Path | str, readonly: bool = False):
+        self.path = str(path)
+        if readonly:
+            uri = f"file:{self.path}?mode=ro"
+            self.db = self._connect(uri, uri=True)
+        else:
+            parent = os.path.dirname(self.path) or "."
+            if not os.path.isdir(parent):
+                raise StoreError(f"index directory {parent} does not exist")
+            self.db = self._connect(self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            with self.write():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                self.db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('generation', 0)",
+                    (SCHEMA_VERSION,),
+                )
+        self.db.execute("PRAGMA synchronous=NORMAL")
+
+    @staticmethod
+    def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=30.0)
+            db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open index {target}: {e}") from None
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions -------------------------------------------------------
+
+    def write(self) -> _Txn:
+        """``with index.write():`` one IMMEDIATE transaction (takes the write lock at once)."""
+        return _Txn(self.db, "BEGIN IMMEDIATE")
+
+    def read(self) -> _Txn:
+        """``with index.read():`` one consistent snapshot for several queries."""
+        return _Txn(self.db, "BEGIN")
+
+    def bump_generation(self) -> None:
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    # -- objects ------------------------------------------------------------
+
+    def get(self, object_id: str) -> ObjectRecord | None:
+        row = self.db.execute(
+            f"SELECT {_OBJECT_COLS} FROM objects WHERE id = ?", (object_id,)
+        ).fetchone()
+        return ObjectRecord(*row) if row else None
+
+    def put(self, rec: ObjectRecord) -> None:
+        """Insert or replace *rec*, keeping hit counters of a replaced object. In a write txn."""
+        self.db.execute(
+            f"INSERT INTO objects ({_OBJECT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET size=excluded.size, xxh3=excluded.xxh3, "
+            "disk=excluded.disk, tier=excluded.tier, content_type=excluded.content_type, "
+            "mtime=excluded.mtime",
+            (rec.id, rec.size, rec.xxh3, rec.disk, rec.tier, rec.content_type, rec.mtime,
+             rec.hits, rec.bytes_served, rec.last_hit),
+        )
+        self.bump_generation()
+
+    def relocate(self, object_id: str, disk: str, tier: str) -> None:
+        """Point *object_id* at another disk and tier. In a write txn."""
+        self.db.execute("UPDATE objects SET disk=?, tier=? WHERE id=?", (disk, tier, object_id))
+        self.bump_generation()
+
+    def delete(self, object_id: str) -> None:
+        """Drop *object_id*. In a write txn."""
+        self.db.execute("DELETE FROM objects WHERE id=?", (object_id,))
+        self.bump_generation()
+
+    def objects(self, tier: str | None = None, disk: str | None = None) -> Iterator[ObjectRecord]:
+        """All objects, optionally of one tier or disk, ordered by id."""
+        sql = f"SELECT {_OBJECT_COLS} FROM objects"
+        where, args = [], []
+        if tier:
+            where.append("tier = ?")
+            args.append(tier)
+        if disk:
+            where.append("disk = ?")
+            args.append(disk)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for row in self.db.execute(sql + " ORDER BY id", args):
+            yield ObjectRecord(*row)
+
+    def locations(self) -> list[tuple[str, int, str, str, str, str]]:
+        """(id, size, xxh3, disk, tier, content_type) of every object, for the serving map."""
+        return self.db.execute(
+            "SELECT id, size, xxh3, disk, tier, content_type FROM objects"
+        ).fetchall()
+
+    def usage_by_disk(self) -> dict[str, tuple[int, int]]:
+        """disk -> (objects, bytes) as indexed."""
+        return {
+            d: (n, b or 0)
+            for d, n, b in self.db.execute(
+                "SELECT disk, COUNT(*), SUM(size) FROM objects GROUP BY disk"
+            )
+        }
+
+    def add_hits(self, counts: Iterable[tuple[str, int, int, float]]) -> None:
+        """Add (id, hits, bytes, last_hit) rows to the counters, in one transaction.
+
+        Counters are not content: they do not bump the generation.
+        """
+        with self.write():
+            self.db.executemany(
+                "UPDATE objects SET hits = hits + ?, bytes_served = bytes_served + ?, "
+                "last_hit = max(coalesce(last_hit, 0), ?) WHERE id = ?",
+                [(h, b, ts, i) for i, h, b, ts in counts],
+            )
+
+    # -- disks --------------------------------------------------------------
+
+    def disks(self) -> dict[str, DiskRecord]:
+        return {
+            r[0]: DiskRecord(r[0], r[1], r[2], bool(r[3]), r[4], r[5])
+            for r in self.db.execute("SELECT path, disk_id, tier, failed, reason, since FROM disks")
+        }
+
+    def add_disk(self, path: str, disk_id: str, tier: str) -> None:
+        with self.write():
+            self.db.execute(
+                "INSERT INTO disks (path, disk_id, tier) VALUES (?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET disk_id=excluded.disk_id, tier=excluded.tier",
+                (path, disk_id, tier),
+            )
+
+    def set_disk_failed(self, path: str, reason: str | None) -> None:
+        """Set (reason given) or clear (None) the sticky failure of a disk."""
+        with self.write():
+            self.db.execute(
+                "UPDATE disks SET failed=?, reason=?, since=? WHERE path=?",
+                (1 if reason else 0, reason, time.time() if reason else None, path),
+            )
+            self.bump_generation()
+
+    # -- reservations -------------------------------------------------------
+
+    def reserved_by_disk(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT disk, SUM(bytes) FROM reservations GROUP BY disk"))
+
+    def reserve(self, token: str, disk: str, nbytes: int) -> None:
+        """Hold *nbytes* on *disk* for an ingest in flight. In a write txn."""
+        self.db.execute(
+            "INSERT INTO reservations VALUES (?,?,?,?,?)",
+            (token, disk, nbytes, os.getpid(), time.time()),
+        )
+
+    def release(self, token: str) -> None:
+        self.db.execute("DELETE FROM reservations WHERE token=?", (token,))
+
+    def clear_reservations(self) -> int:
+        """Drop every reservation (recovery, holding the store's exclusive lock)."""
+        with self.write():
+            return self.db.execute("DELETE FROM reservations").rowcount
+
+    # -- tombstones and quarantine ------------------------------------------
+
+    def add_tombstone(self, object_id: str, disk: str, digest: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO tombstones VALUES (?,?,?,?)",
+            (object_id, disk, digest, time.time()),
+        )
+
+    def has_tombstone(self, object_id: str, disk: str, digest: str) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM tombstones WHERE id=? AND disk=? AND xxh3=?", (object_id, disk, digest)
+        ).fetchone() is not None
+
+    def drop_tombstone(self, object_id: str, disk: str, digest: str) -> None:
+        self.db.execute(
+            "DELETE FROM tombstones WHERE id=? AND disk=? AND xxh3=?", (object_id, disk, digest)
+        )
+
+    def add_quarantine(self, object_id: str, disk: str, expected: str | None,
+                       actual: str | None, path: str | None, reason: str) -> None:
+        self.db.execute(
+            "INSERT INTO quarantine VALUES (?,?,?,?,?,?,?)",
+            (object_id, disk, expected, actual, path, reason, time.time()),
+        )
+
+    def quarantined(self) -> list[dict]:
+        cols = ("id", "disk", "expected", "actual", "path", "reason", "ts")
+        return [dict(zip(cols, r, strict=True)) for r in self.db.execute(
+            f"SELECT {', '.join(cols)} FROM quarantine ORDER BY ts, id")]
+
+
+class _Txn:
+    def __init__(self, db: sqlite3.Connection, begin: str):
+        self.db = db
+        self.begin = begin
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute(self.begin)
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

@@ -1,0 +1,621 @@
+"""The tiered store: put, move, delete, stat, list, status.
+
+Every change follows one order so that a crash at any point leaves either the
+old state or the new one (docs/storage.md walks through each crash point):
+
+    put    reserve room -> temp file on the target disk -> copy + hash -> fsync
+           -> check digest -> rename into objects/ -> fsync dir -> index (commit)
+           -> unlink a replaced file
+    move   the same onto a disk of the new tier, then index -> unlink the old file
+    delete unlink -> fsync dir -> index (a tombstone when the unlink failed)
+
+Recovery (recovery.py) and quarantine take the store's lock exclusively;
+put, move and delete take it shared, so recovery never sees half an operation
+of a live process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+from .. import mediatypes
+from ..config import TIERS, Config
+from ..digest import is_digest, new_hasher
+from ..errors import (
+    DigestMismatchError,
+    ObjectExistsError,
+    StoreError,
+    TierFullError,
+    UnknownObjectError,
+    UsageError,
+)
+from ..ids import check_id
+from ..units import format_size
+from . import faults, layout, placement
+from .disk import (
+    FAILED,
+    FULL,
+    MIN_FREE,
+    OK,
+    Disk,
+    DiskHealth,
+    error_state,
+    read_marker,
+    write_marker,
+)
+from .index import Index, ObjectRecord
+
+COPY_CHUNK = 1 << 20
+"""Bytes per read/write while copying: large enough that syscalls cost little
+next to the copy, small enough to stay in L2/L3 for the hash."""
+
+ProgressFn = Callable[[int], None]
+
+
+class _ReadError(Exception):
+    def __init__(self, exc: OSError):
+        self.exc = exc
+
+
+class _WriteError(Exception):
+    def __init__(self, exc: OSError):
+        self.exc = exc
+
+
+def check_tier(tier: str) -> str:
+    """Return *tier* if it is a tier name, else raise UsageError."""
+    if tier not in TIERS:
+        raise UsageError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
+    return tier
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _copy(src_fd: int, dst_fd: int, fault: str, on_bytes: ProgressFn | None) -> tuple[str, int]:
+    """Copy src (from its offset) to dst, hashing the bytes written; return (digest, bytes)."""
+    h = new_hasher()
+    buf = bytearray(COPY_CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        try:
+            n = os.readv(src_fd, [buf])
+        except OSError as e:
+            raise _ReadError(e) from None
+        if n == 0:
+            break
+        chunk = view[:n]
+        h.update(chunk)
+        off = 0
+        while off < n:
+            try:
+                off += os.write(dst_fd, chunk[off:])
+            except OSError as e:
+                raise _WriteError(e) from None
+        total += n
+        faults.bytes_written(fault, total)
+        if on_bytes is not None:
+            on_bytes(total)
+    return h.hexdigest(), total
+
+
+class Store:
+    """An opened store: the index plus the configured disks."""
+
+    def __init__(self, config: Config, *, create: bool = False):
+        self.config = config
+        index_path = str(config.store.index)
+        if not create and not os.path.exists(index_path):
+            raise StoreError(
+                f"index {index_path} not found: run `oca init -c {config.path}` first")
+        self.index = Index(index_path)
+        self._lock_path = index_path + ".lock"
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+        self.disks: dict[str, Disk] = {}
+        self.reload_disks()
+
+    def close(self) -> None:
+        self.index.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- set-up -------------------------------------------------------------
+
+    @classmethod
+    def init(cls, config: Config) -> Store:
+        """Create the index and initialise every disk (idempotent); return the open store.
+
+        A disk that already carries a marker keeps its identity, so re-running
+        init over disks with objects (after losing the index) adopts them at
+        the next recovery.
+        """
+        parent = os.path.dirname(str(config.store.index))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create index directory {parent}: {e.strerror}") from None
+        for d in config.store.disks:
+            if not os.path.isdir(d.path):
+                raise StoreError(
+                    f"disk {d.path} does not exist or is not a directory: mount or create it first")
+        store = cls(config, create=True)
+        try:
+            known = store.index.disks()
+            for d in config.store.disks:
+                path = str(d.path)
+                try:
+                    marker = read_marker(path)
+                    rec = known.get(path)
+                    if marker and marker.get("disk_id"):
+                        if rec and rec.disk_id != marker["disk_id"]:
+                            raise StoreError(
+                                f"disk {path}: marker disk_id {marker['disk_id']} differs from the "
+                                f"index's {rec.disk_id}: another disk is mounted there")
+                        disk_id = marker["disk_id"]
+                        if marker.get("tier") != d.tier:
+                            write_marker(path, d.tier, disk_id)
+                    else:
+                        disk_id = write_marker(path, d.tier)
+                    for sub in (layout.OBJECTS, layout.TMP, layout.QUARANTINE):
+                        layout.ensure_dir(os.path.join(path, sub))
+                except OSError as e:
+                    raise StoreError(f"cannot initialise disk {path}: {e.strerror or e}") from None
+                store.index.add_disk(path, disk_id, d.tier)
+            store.reload_disks()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def reload_disks(self) -> None:
+        """Re-read the disks' index records (sticky failures set by other processes)."""
+        records = self.index.disks()
+        self.disks = {str(d.path): Disk(d, records.get(str(d.path)))
+                      for d in self.config.store.disks}
+
+    # -- locking ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if self._lock_depth:
+            # Re-entrant within one process: the outer hold already covers us.
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        fcntl.flock(self._lock_fd, mode)
+        self._lock_depth = 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def shared(self):
+        """Hold while changing objects: excludes recovery and quarantine, not other changes."""
+        return self._locked(fcntl.LOCK_SH)
+
+    def exclusive(self):
+        """Hold while reconciling disks and index: no change is in flight meanwhile."""
+        return self._locked(fcntl.LOCK_EX)
+
+    # -- health -------------------------------------------------------------
+
+    def health(self, disk: Disk, usage: dict | None = None,
+               reserved: dict | None = None) -> DiskHealth:
+        """The disk's health including ``full`` from accounting and filesystem space."""
+        h = disk.probe()
+        if h.state != OK:
+            return h
+        usage = self.index.usage_by_disk() if usage is None else usage
+        reserved = self.index.reserved_by_disk() if reserved is None else reserved
+        used = usage.get(disk.path, (0, 0))[1] + reserved.get(disk.path, 0)
+        cap = disk.capacity()
+        if used >= cap:
+            return DiskHealth(FULL, f"capacity {format_size(cap)} used up")
+        if disk.fs_space()[1] <= MIN_FREE:
+            return DiskHealth(FULL, "filesystem full")
+        return h
+
+    def servable_disks(self) -> set[str]:
+        """Paths of disks whose objects may be served."""
+        return {p for p, d in self.disks.items() if d.probe().servable}
+
+    def mark_failed(self, disk: Disk, reason: str) -> None:
+        """Record a sticky failure: the disk's objects stop being servable."""
+        self.index.set_disk_failed(disk.path, reason)
+        self.reload_disks()
+
+    def clear_failed(self, path: str) -> DiskHealth:
+        """Operator action: forget a sticky failure and probe the disk again."""
+        disk = self._disk(os.path.normpath(os.path.abspath(path)))
+        self.index.set_disk_failed(disk.path, None)
+        self.reload_disks()
+        return self.health(self.disks[disk.path])
+
+    def _disk(self, path: str) -> Disk:
+        try:
+            return self.disks[path]
+        except KeyError:
+            raise UsageError(f"{path} is not a configured disk") from None
+
+    def _on_disk_error(self, disk: Disk, exc: OSError, doing: str) -> str:
+        state = error_state(exc)
+        if state == FAILED:
+            self.mark_failed(disk, f"{exc.strerror or exc} while {doing}")
+        return state
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, object_id: str) -> ObjectRecord:
+        """The indexed record of *object_id*; UnknownObjectError when there is none."""
+        check_id(object_id)
+        rec = self.index.get(object_id)
+        if rec is None:
+            raise UnknownObjectError(f"no object {object_id!r} in the store")
+        return rec
+
+    def path_of(self, rec: ObjectRecord) -> str:
+        return layout.object_path(rec.disk, rec.id, rec.xxh3)
+
+    def stat(self, object_id: str) -> dict:
+        """Everything known about one object, for `oca stat`."""
+        rec = self.get(object_id)
+        disk = self.disks.get(rec.disk)
+        h = disk.probe() if disk else DiskHealth(FAILED, "disk not in the config")
+        d = rec.to_dict()
+        d.update(path=self.path_of(rec), disk_state=h.state, servable=h.servable)
+        return d
+
+    def objects(self, tier: str | None = None) -> Iterator[ObjectRecord]:
+        if tier is not None:
+            check_tier(tier)
+        return self.index.objects(tier=tier)
+
+    # -- put ----------------------------------------------------------------
+
+    def put(self, object_id: str, source: str | os.PathLike, tier: str, *,
+            content_type: str | None = None, expected_digest: str | None = None,
+            replace: bool = False, on_bytes: ProgressFn | None = None) -> ObjectRecord:
+        """Ingest the file *source* as *object_id* on a disk of *tier*, atomically."""
+        check_id(object_id)
+        check_tier(tier)
+        content_type = mediatypes.check(content_type) if content_type else mediatypes.guess(
+            object_id)
+        if expected_digest is not None and not is_digest(expected_digest):
+            raise UsageError(
+                f"invalid digest {expected_digest!r}: expected 32 lowercase hex digits")
+        try:
+            src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise StoreError(f"cannot read {source}: {e.strerror}") from None
+        try:
+            st = os.fstat(src_fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"cannot read {source}: not a regular file")
+            with self.shared():
+                old = self.index.get(object_id)
+                if old is not None and not replace:
+                    raise ObjectExistsError(
+                        f"object {object_id!r} already stored (tier {old.tier}, {old.xxh3}); "
+                        "use --replace to overwrite it")
+                try:
+                    disk, digest, token = self._write_to_tier(
+                        object_id, src_fd, st.st_size, tier, expected_digest, "put", on_bytes,
+                        source_name=str(source))
+                except _ReadError as r:
+                    raise StoreError(f"cannot read {source}: {r.exc.strerror}") from None
+                rec = ObjectRecord(object_id, st.st_size, digest, disk.path, tier, content_type,
+                                   time.time())
+                self._commit(rec, token, expect_old=old)
+                faults.point("put.after_index")
+                if old is not None and (old.disk, old.xxh3) != (rec.disk, rec.xxh3):
+                    self._unlink_quietly(old)
+                return self.index.get(object_id) or rec
+        finally:
+            os.close(src_fd)
+
+    def _commit(self, rec: ObjectRecord, token: str, expect_old: ObjectRecord | None) -> None:
+        """Index *rec*, unless another process changed the id since we looked."""
+        with self.index.write():
+            self.index.release(token)
+            cur = self.index.get(rec.id)
+            if _identity(cur) != _identity(expect_old):
+                conflict = True
+            else:
+                conflict = False
+                self.index.put(rec)
+        if conflict:
+            if _identity(cur) != (rec.disk, rec.xxh3):
+                self._unlink_quietly(rec)
+            raise StoreError(f"object {rec.id!r} was changed by another process meanwhile; "
+                             "nothing was changed, try again")
+
+    def _unlink_quietly(self, rec: ObjectRecord) -> bool:
+        """Remove the file of a record no longer indexed; False when it could not be removed
+        (recovery removes it later: it is a stray once the index names another file)."""
+        path = self.path_of(rec)
+        disk = self.disks.get(rec.disk)
+        if disk is None or disk.probe().state != OK:
+            return False
+        try:
+            os.unlink(path)
+            layout.fsync_dir(os.path.dirname(path))
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            self._on_disk_error(disk, e, f"removing {path}")
+            return False
+        return True
+
+    def _reserve(self, object_id: str, tier: str, size: int,
+                 skip: dict[str, str]) -> tuple[Disk, str]:
+        """Choose a disk of *tier* with room for *size* bytes and reserve the room."""
+        token = uuid.uuid4().hex
+        with self.index.write() as db:
+            stale = [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM reservations")
+                     if not _pid_alive(pid)]
+            for pid in stale:
+                db.execute("DELETE FROM reservations WHERE pid=?", (pid,))
+            usage = self.index.usage_by_disk()
+            reserved = self.index.reserved_by_disk()
+            reasons = dict(skip)
+            candidates = []
+            for disk in self.disks.values():
+                if disk.tier != tier or disk.path in skip:
+                    continue
+                h = self.health(disk, usage, reserved)
+                if h.state not in (OK, FULL):
+                    reasons[disk.path] = f"{h.state} ({h.reason})"
+                    continue
+                cap = disk.capacity()
+                used = usage.get(disk.path, (0, 0))[1] + reserved.get(disk.path, 0)
+                room = min(cap - used, disk.fs_space()[1] - MIN_FREE)
+                candidates.append(placement.Candidate(disk.path, cap, used, room))
+                if room < size:
+                    reasons[disk.path] = f"{format_size(max(room, 0))} free"
+            ordered = placement.order(candidates, size)
+            if not ordered:
+                if not any(d.tier == tier for d in self.disks.values()):
+                    raise TierFullError(f"tier {tier} has no disks configured")
+                detail = "; ".join(f"{p}: {r}" for p, r in sorted(reasons.items()))
+                raise TierFullError(
+                    f"tier {tier} is full: no disk has room for {object_id!r} "
+                    f"({format_size(size)}): {detail}")
+            choice = ordered[0]
+            self.index.reserve(token, choice.path, size)
+        faults.point("put.after_reserve")
+        return self.disks[choice.path], token
+
+    def _write_to_tier(self, object_id: str, src_fd: int, size: int, tier: str,
+                       expect: str | None, fault: str, on_bytes: ProgressFn | None,
+                       source_name: str) -> tuple[Disk, str, str]:
+        """Write the object to some disk of *tier*; on a disk error try the next disk.
+
+        Returns (disk, digest, reservation token); the file is committed on disk
+        but not yet indexed.
+        """
+        skip: dict[str, str] = {}
+        while True:
+            disk, token = self._reserve(object_id, tier, size, skip)
+            try:
+                digest = self._write_object(disk, object_id, src_fd, size, expect, fault,
+                                            on_bytes, source_name)
+                return disk, digest, token
+            except _WriteError as w:
+                self._release(token)
+                state = self._on_disk_error(disk, w.exc, f"writing {object_id}")
+                if state == OK:
+                    raise StoreError(
+                        f"cannot write {object_id!r} to {disk.path}: {w.exc.strerror}") from None
+                skip[disk.path] = f"{state} ({w.exc.strerror})"
+                os.lseek(src_fd, 0, os.SEEK_SET)
+            except BaseException:
+                self._release(token)
+                raise
+
+    def _release(self, token: str) -> None:
+        with self.index.write():
+            self.index.release(token)
+
+    def _write_object(self, disk: Disk, object_id: str, src_fd: int, size: int,
+                      expect: str | None, fault: str, on_bytes: ProgressFn | None,
+                      source_name: str) -> str:
+        tmp = layout.tmp_path(disk.path, object_id)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _WriteError(e) from None
+        try:
+            try:
+                try:
+                    if size:
+                        # Claim the blocks first: ENOSPC now, not after writing gigabytes.
+                        os.posix_fallocate(fd, 0, size)
+                except OSError as e:
+                    if error_state(e) != OK:
+                        raise _WriteError(e) from None
+                digest, n = _copy(src_fd, fd, f"{fault}.write", on_bytes)
+                if n != size:
+                    raise StoreError(
+                        f"{source_name} changed size while being read ({size} -> {n} bytes)")
+                try:
+                    os.fsync(fd)
+                except OSError as e:
+                    raise _WriteError(e) from None
+            finally:
+                os.close(fd)
+            faults.point(f"{fault}.after_fsync")
+            if expect is not None and digest != expect:
+                raise DigestMismatchError(
+                    f"{source_name} does not match the expected digest: "
+                    f"got {digest}, expected {expect}")
+            final = layout.object_path(disk.path, object_id, digest)
+            try:
+                layout.ensure_dir(os.path.dirname(final))
+                os.rename(tmp, final)
+                layout.fsync_dir(os.path.dirname(final))
+            except OSError as e:
+                raise _WriteError(e) from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        faults.point(f"{fault}.after_rename")
+        return digest
+
+    # -- move ---------------------------------------------------------------
+
+    def move(self, object_id: str, tier: str, on_bytes: ProgressFn | None = None) -> ObjectRecord:
+        """Move *object_id* to a disk of *tier* (promote or demote), atomically."""
+        check_id(object_id)
+        check_tier(tier)
+        with self.shared():
+            rec = self.get(object_id)
+            if rec.tier == tier:
+                raise StoreError(f"object {object_id!r} is already on tier {tier}")
+            src_disk = self.disks.get(rec.disk)
+            h = src_disk.probe() if src_disk else DiskHealth(FAILED, "not in the config")
+            if not h.servable:
+                raise StoreError(f"cannot move {object_id!r}: its disk {rec.disk} is {h.state} "
+                                 f"({h.reason})")
+            src = self.path_of(rec)
+            try:
+                src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                self._on_disk_error(src_disk, e, f"opening {src}")
+                raise StoreError(f"cannot read {src}: {e.strerror}") from None
+            try:
+                disk, digest, token = self._write_to_tier(
+                    object_id, src_fd, rec.size, tier, rec.xxh3, "move", on_bytes, src)
+            except DigestMismatchError:
+                raise StoreError(f"object {object_id!r} on {rec.disk} does not match its digest "
+                                 "(corrupt): nothing moved; run `oca verify`") from None
+            except _ReadError as r:
+                self._on_disk_error(src_disk, r.exc, f"reading {src}")
+                raise StoreError(f"cannot read {src}: {r.exc.strerror}") from None
+            finally:
+                os.close(src_fd)
+            new = ObjectRecord(rec.id, rec.size, digest, disk.path, tier, rec.content_type,
+                               rec.mtime, rec.hits, rec.bytes_served, rec.last_hit)
+            self._commit(new, token, expect_old=rec)
+            faults.point("move.after_index")
+            self._unlink_quietly(rec)
+            faults.point("move.after_unlink")
+            return self.index.get(object_id) or new
+
+    # -- delete -------------------------------------------------------------
+
+    def delete(self, object_id: str) -> ObjectRecord:
+        """Remove *object_id*: its file, then its index entry."""
+        with self.shared():
+            rec = self.get(object_id)
+            removed = self._unlink_quietly(rec)
+            faults.point("delete.after_unlink")
+            with self.index.write():
+                cur = self.index.get(object_id)
+                if _identity(cur) == _identity(rec):
+                    self.index.delete(object_id)
+                    if not removed:
+                        # The file could not be unlinked (disk failed or read-only):
+                        # recovery must not adopt it back when the disk returns.
+                        self.index.add_tombstone(rec.id, rec.disk, rec.xxh3)
+                    return rec
+            raise StoreError(f"object {object_id!r} was changed by another process meanwhile; "
+                             "try again")
+
+    # -- status -------------------------------------------------------------
+
+    def status(self, io: bool = True) -> dict:
+        """Per tier and per disk: capacity, used, objects, health, I/O counters."""
+        self.reload_disks()
+        usage = self.index.usage_by_disk()
+        reserved = self.index.reserved_by_disk()
+        disks = []
+        tiers = {t: {"capacity": 0, "used": 0, "objects": 0, "disks": 0, "healthy": 0}
+                 for t in TIERS}
+        for disk in self.disks.values():
+            h = self.health(disk, usage, reserved)
+            n, used = usage.get(disk.path, (0, 0))
+            fs_size, fs_free = disk.fs_space() if h.state != FAILED else (0, 0)
+            cap = disk.capacity() if h.state != FAILED or disk.configured_capacity else 0
+            disks.append({
+                "path": disk.path, "tier": disk.tier, "state": h.state, "reason": h.reason,
+                "capacity": cap, "used": used, "reserved": reserved.get(disk.path, 0),
+                "objects": n, "fs_size": fs_size, "fs_free": fs_free,
+                "io": disk.io_counters() if io and h.state != FAILED else None,
+            })
+            t = tiers[disk.tier]
+            t["capacity"] += cap
+            t["used"] += used
+            t["objects"] += n
+            t["disks"] += 1
+            t["healthy"] += h.servable
+        unconfigured = {p: {"objects": n, "used": b} for p, (n, b) in usage.items()
+                        if p not in self.disks}
+        return {
+            "index": self.index.path,
+            "objects": sum(n for n, _ in usage.values()),
+            "tiers": tiers,
+            "disks": disks,
+            "unconfigured_disks": unconfigured,
+            "quarantined": len(self.index.quarantined()),
+        }
+
+
+def _identity(rec: ObjectRecord | None) -> tuple[str, str] | None:
+    return None if rec is None else (rec.disk, rec.xxh3)
+
+
+def quarantine(store: Store, disk: Disk, object_id: str, digest: str, actual: str | None,
+               path: str, reason: str) -> str | None:
+    """Set a bad file aside and stop indexing it. Caller holds ``store.exclusive()``.
+
+    The file moves to ``<disk>/quarantine/`` (kept for an operator to inspect,
+    never served); when the disk cannot take the rename (read-only) the file
+    stays, the index entry goes all the same, and the next recovery quarantines
+    it. Returns the quarantined path, or None when the file stayed in place.
+    """
+    dest: str | None = layout.quarantine_path(disk.path, object_id, digest, time.time())
+    try:
+        layout.ensure_dir(os.path.dirname(dest))
+        os.rename(path, dest)
+        layout.fsync_dir(os.path.dirname(path))
+        layout.fsync_dir(os.path.dirname(dest))
+    except FileNotFoundError:
+        dest = None
+    except OSError as e:
+        store._on_disk_error(disk, e, f"quarantining {path}")
+        dest = None
+    with store.index.write():
+        cur = store.index.get(object_id)
+        if cur is not None and (cur.disk, cur.xxh3) == (disk.path, digest):
+            store.index.delete(object_id)
+        store.index.add_quarantine(object_id, disk.path, digest, actual, dest or path, reason)
+    return dest

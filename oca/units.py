@@ -1,0 +1,48 @@
+"""Sizes and durations as operators write them in config and on the command line."""
+
+import re
+
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*\Z", re.IGNORECASE)
+_SIZE_SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
+_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``500G``, ``1.5T``, ``4096`` or an int (K/M/G/T/P are powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"not a size: {value!r}")
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 500M, 2T)")
+    return int(float(m.group(1)) * _SIZE_SCALE[m.group(2).upper()])
+
+
+def format_size(n: int) -> str:
+    """Short human form, powers of 1024: 1536 -> '1.5K'."""
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n}" if unit == "" else f"{n:.1f}{unit}".replace(".0" + unit, unit)
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``250ms``, ``30s``, ``5m``, ``1h``, ``1d`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {value}")
+        return float(value)
+    m = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (expected e.g. 250ms, 30s, 5m, 1h)")
+    return float(m.group(1)) * _DURATION_SCALE[m.group(2)]

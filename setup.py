@@ -1,0 +1,55 @@
+"""Build and install oca: the appliance (oca), the fill planner (fill) and the
+Cython data path (_fastpath).
+
+The extension is optional at run time: when it is missing or OCA_NO_EXTENSIONS=1
+is set, _fastpath selects its pure-Python twin.
+"""
+
+import os
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+
+ext_modules = []
+# Same reading as _fastpath/__init__.py: unset, "" or "0" means build the extension.
+if os.environ.get("OCA_NO_EXTENSIONS", "") in ("", "0"):
+    from Cython.Build import cythonize
+
+    ext_modules = cythonize(
+        [Extension("_fastpath._sendfile", ["_fastpath/_sendfile.pyx"])],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+        include_path=["_fastpath/includes"],
+    )
+
+setup(
+    name="oca",
+    version="0.1.0",
+    description="Open CDN appliance software: tiered video store, sendfile serving, fill planning",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="BSD-2-Clause",
+    python_requires=">=3.11",
+    packages=find_packages(include=["oca", "oca.*", "fill", "fill.*", "_fastpath"]),
+    package_data={"_fastpath": ["*.pyx", "includes/*.pxd"]},
+    ext_modules=ext_modules,
+    install_requires=[
+        "xxhash>=3.4",  # xxh3-128 digests: the contract's digest everywhere
+        "psutil>=5.9",  # per-disk I/O counters and mount lookup for `oca status`
+        "tqdm>=4.66",  # progress bars on a terminal for long jobs (verify, demo)
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-benchmark>=4",  # bench/: lookup and ingest figures
+            "hypothesis>=6",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "oca = oca.cli.main:main",
+            "oca-fill = fill.cli:main",
+        ],
+    },
+    zip_safe=False,
+)

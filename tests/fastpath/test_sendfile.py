@@ -1,0 +1,177 @@
+"""send_file against both implementations: the Cython extension and its pure-Python twin."""
+
+import errno
+import importlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SIZE = 3 * 1024 * 1024
+
+# The only place outside _fastpath/__init__.py that names the private modules:
+# both must be importable here, since `make test` builds the extension first.
+IMPLEMENTATIONS = {"cython": "_fastpath._sendfile", "python": "_fastpath._pysendfile"}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    name = IMPLEMENTATIONS[request.param]
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        pytest.fail(f"{name} cannot be imported ({exc}); build it with `make install`")
+    assert request.param == module.IMPLEMENTATION
+    return module
+
+
+@pytest.fixture
+def data() -> bytes:
+    return os.urandom(SIZE)
+
+
+@pytest.fixture
+def file_fd(tmp_path: Path, data: bytes) -> Iterator[int]:
+    path = tmp_path / "object.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    with a, b:
+        yield a, b
+
+
+class Reader:
+    """Reads the receiving end of a socket until EOF, in a thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while chunk := self._sock.recv(1 << 16):
+            self._chunks.append(chunk)
+
+    def result(self) -> bytes:
+        self._thread.join()
+        return b"".join(self._chunks)
+
+
+def send_and_receive(impl: ModuleType, pair, file_fd: int, offset: int, count: int):
+    sender, receiver = pair
+    reader = Reader(receiver)
+    try:
+        sent = impl.send_file(sender.fileno(), file_fd, offset, count)
+    finally:
+        sender.shutdown(socket.SHUT_WR)
+    return sent, reader.result()
+
+
+def test_whole_file(impl, pair, file_fd, data):
+    sent, received = send_and_receive(impl, pair, file_fd, 0, SIZE)
+    assert sent == SIZE
+    assert received == data
+
+
+def test_range_at_odd_offset(impl, pair, file_fd, data):
+    offset, count = 123_457, 1_000_003
+    sent, received = send_and_receive(impl, pair, file_fd, offset, count)
+    assert sent == count
+    assert received == data[offset : offset + count]
+
+
+def test_file_position_is_not_moved(impl, pair, file_fd, data):
+    send_and_receive(impl, pair, file_fd, 4096, 4096)
+    assert os.lseek(file_fd, 0, os.SEEK_CUR) == 0
+
+
+def test_count_past_eof_sends_up_to_eof(impl, pair, file_fd, data):
+    offset = SIZE - 1001
+    sent, received = send_and_receive(impl, pair, file_fd, offset, 50_000)
+    assert sent == 1001
+    assert received == data[offset:]
+
+
+def test_offset_at_eof_sends_nothing(impl, pair, file_fd):
+    assert send_and_receive(impl, pair, file_fd, SIZE, 10) == (0, b"")
+
+
+def test_count_zero_sends_nothing(impl, pair, file_fd):
+    assert send_and_receive(impl, pair, file_fd, 0, 0) == (0, b"")
+
+
+@pytest.mark.parametrize(("offset", "count"), [(-1, 10), (0, -1)])
+def test_negative_offset_or_count_is_refused(impl, pair, file_fd, offset, count):
+    with pytest.raises(ValueError):
+        impl.send_file(pair[0].fileno(), file_fd, offset, count)
+
+
+def test_full_nonblocking_socket_returns_partial_count(impl, pair, file_fd, data):
+    sender, receiver = pair
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    sender.setblocking(False)
+
+    sent = impl.send_file(sender.fileno(), file_fd, 0, SIZE)
+    assert 0 < sent < SIZE
+
+    reader = Reader(receiver)
+    try:
+        while sent < SIZE:
+            select.select([], [sender], [])
+            sent += impl.send_file(sender.fileno(), file_fd, sent, SIZE - sent)
+    finally:
+        sender.shutdown(socket.SHUT_WR)
+    assert sent == SIZE
+    assert reader.result() == data
+
+
+def test_closed_file_fd_raises_ebadf(impl, pair, tmp_path):
+    path = tmp_path / "closed.bin"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    with pytest.raises(OSError) as info:
+        impl.send_file(pair[0].fileno(), fd, 0, 100)
+    assert info.value.errno == errno.EBADF
+
+
+def test_peer_closed_raises_epipe(impl, pair, file_fd):
+    sender, receiver = pair
+    receiver.close()
+    with pytest.raises(OSError) as info:
+        impl.send_file(sender.fileno(), file_fd, 0, SIZE)
+    assert info.value.errno == errno.EPIPE
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, "cython"), ("", "cython"), ("0", "cython"), ("1", "python")]
+)
+def test_selector_honours_no_extensions_env(value, expected):
+    import _fastpath
+
+    env = dict(os.environ)
+    env.pop(_fastpath.NO_EXTENSIONS_ENV, None)
+    if value is not None:
+        env[_fastpath.NO_EXTENSIONS_ENV] = value
+    out = subprocess.run(
+        [sys.executable, "-c", "import _fastpath; print(_fastpath.IMPLEMENTATION)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == expected
