@@ -25,7 +25,18 @@ TIERS = ("ssd", "flash", "hdd")
 DEFAULT_CONFIG = "oca.toml"
 CONFIG_ENV = "OCA_CONFIG"
 
-_LISTEN_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})\Z")
+_LISTEN_RE = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]*)):(?P<port>\d{1,5})\Z")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+def default_name() -> str:
+    """The host name, or its first label (cut to 63 characters) when it is not a valid name."""
+    host = socket.gethostname()
+    if _NAME_RE.match(host):
+        return host
+    label = re.sub(r"[^A-Za-z0-9._-]", "-", host.split(".")[0])[:63].lstrip("._-")
+    return label or "oca"
 
 
 @dataclass(frozen=True)
@@ -139,8 +150,10 @@ def _server(file: Path, raw: Any) -> ServerConfig:
     log = s.get("access_log", str)
     if log is not None:
         kw["access_log"] = _resolve(base, log)
-    name = s.get("name", str, default=socket.gethostname())
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+    name = s.get("name", str, default=None)
+    if name is None:
+        name = default_name()
+    elif not _NAME_RE.match(name):
         s.fail(f"appliance name {name!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,62}}", "name")
     kw["name"] = name
     s.finish()
@@ -159,7 +172,10 @@ def _store(file: Path, raw: Any) -> StoreConfig:
     seen: dict[str, int] = {}
     for i, entry in enumerate(raw_disks):
         d = _Section(file, f"store.disk[{i}]", entry)
-        path = _resolve(base, d.get("path", str, required=True))
+        raw_path = d.get("path", str, required=True)
+        if not raw_path.strip():
+            d.fail("must not be empty", "path")
+        path = _resolve(base, raw_path)
         tier = d.get("tier", str, required=True)
         if tier not in TIERS:
             d.fail(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})", "tier")

@@ -25,9 +25,11 @@ _VIDEO = {
 }
 
 # RFC 9110 section 8.3.1: type "/" subtype *( OWS ";" OWS parameter ), token chars only.
+# Quoted values: visible ASCII and SP only (section 5.5: senders limit field values to
+# VCHAR, SP and HTAB and should not generate obs-text; anything else is a typo here).
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE_RE = re.compile(
-    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\"))*\Z"
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"[ !#-\[\]-~]*\"))*\Z"
 )
 
 
@@ -38,7 +40,9 @@ def guess(object_id: str) -> str:
         ext = object_id[dot:].lower()
         if ext in _VIDEO:
             return _VIDEO[ext]
-    return mimetypes.guess_type(object_id, strict=False)[0] or DEFAULT
+    mime, encoding = mimetypes.guess_type(object_id, strict=False)
+    # a.tar.gz is gzip bytes, not a tar: without Content-Encoding the honest type is opaque.
+    return mime if mime and not encoding else DEFAULT
 
 
 def check(value: str) -> str:

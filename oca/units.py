@@ -22,15 +22,21 @@ def parse_size(value: str | int) -> int:
     m = _SIZE_RE.match(value)
     if not m:
         raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 500M, 2T)")
+    if "." in m.group(1) and not m.group(2):
+        raise ValueError(f"not a size: {value!r} (a fraction of a byte; give a suffix, e.g. 1.5M)")
     return int(float(m.group(1)) * _SIZE_SCALE[m.group(2).upper()])
 
 
 def format_size(n: int) -> str:
     """Short human form, powers of 1024: 1536 -> '1.5K'."""
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n}" if unit == "" else f"{n:.1f}{unit}".replace(".0" + unit, unit)
-        n /= 1024
+    if abs(n) < 1024:
+        return str(n)
+    value = float(n)
+    for unit in ("K", "M", "G", "T"):
+        value /= 1024
+        # Choose the unit after rounding, so 1048575 is "1M", not "1024.0K".
+        if round(abs(value), 1) < 1024 or unit == "T":
+            return f"{value:.1f}".removesuffix(".0") + unit
     raise AssertionError("unreachable")
 
 

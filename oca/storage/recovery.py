@@ -20,6 +20,7 @@ servable) so that nothing is forgotten because a mount went away.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 
 from .. import mediatypes
@@ -63,7 +64,7 @@ def recover(store: Store, on_file=None) -> RecoveryReport:
         store.reload_disks()
         report.reservations_cleared = store.index.clear_reservations()
         for disk in store.disks.values():
-            h = disk.probe()
+            h = store.probe(disk)
             if not h.servable:
                 report.skipped_disks[disk.path] = f"{h.state}: {h.reason}"
                 continue
@@ -83,6 +84,12 @@ def _remove(path: str, writable: bool, report_list: list[str], report: RecoveryR
     report_list.append(path)
 
 
+def _is_dir(path: str) -> bool:
+    """os.path.isdir, except that an I/O error propagates (it fails the disk instead of
+    making a shard folder look foreign and its objects missing)."""
+    return stat.S_ISDIR(os.stat(path).st_mode)
+
+
 def _recover_disk(store: Store, disk: Disk, writable: bool, report: RecoveryReport,
                   on_file) -> None:
     index = store.index
@@ -96,9 +103,19 @@ def _recover_disk(store: Store, disk: Disk, writable: bool, report: RecoveryRepo
         indexed = {r.id: r for r in index.objects(disk=disk.path)}
         seen: set[str] = set()
         root = os.path.join(disk.path, layout.OBJECTS)
-        for a in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        try:
+            top = sorted(os.listdir(root))
+        except FileNotFoundError:
+            top = []  # not os.path.isdir: it answers False on EIO, and all would look missing
+        for a in top:
+            if not _is_dir(os.path.join(root, a)):
+                report.foreign.append(os.path.join(root, a))
+                continue
             for b in sorted(os.listdir(os.path.join(root, a))):
                 shard_dir = os.path.join(root, a, b)
+                if not _is_dir(shard_dir):
+                    report.foreign.append(shard_dir)
+                    continue
                 for name in sorted(os.listdir(shard_dir)):
                     if on_file:
                         on_file()
