@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -30,9 +31,16 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self._tty:
+            # A terminal that reports no size (0x0: a serial console, a pty nobody sized)
+            # makes tqdm compute -1 rows and draw nothing at all; assume 80x24 there.
+            try:
+                sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            except (OSError, ValueError):
+                sized = False
+            shape = {"dynamic_ncols": True} if sized else {"ncols": 80, "nrows": 24}
             self._bar = tqdm(total=self.total, desc=self.label, unit=self.unit,
                              unit_scale=self.unit == "B", unit_divisor=1024, leave=False,
-                             file=sys.stderr, dynamic_ncols=True)
+                             file=sys.stderr, **shape)
         return self
 
     def update(self, n: int = 1) -> None:

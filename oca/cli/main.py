@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from .. import __version__
 from ..config import TIERS, Config, find_config, load_config
 from ..errors import OcaError, UsageError
+from ..ids import is_valid_id
 from ..progress import Progress
 from ..storage import Store
 from ..units import format_size
@@ -61,9 +63,11 @@ def cmd_init(args) -> int:
 
 def cmd_put(args) -> int:
     with _open(args) as store:
-        tier = args.tier or default_tier(store.config)
-        import os
-
+        tier = args.tier
+        if tier is None and args.replace and is_valid_id(args.id):
+            old = store.index.get(args.id)
+            tier = old.tier if old else None  # a replace keeps the object where it is
+        tier = tier or default_tier(store.config)
         size = os.path.getsize(args.file) if os.path.isfile(args.file) else None
         with Progress(f"put {args.id}", total=size, unit="B") as p:
             last = 0
@@ -136,7 +140,8 @@ def cmd_verify(args) -> int:
     if args.json:
         _print_json(report.to_dict())
     else:
-        print(f"checked {report.checked} objects ({format_size(report.bytes)}): "
+        noun = "object" if report.checked == 1 else "objects"
+        print(f"checked {report.checked} {noun} ({format_size(report.bytes)}): "
               f"{report.ok} ok, {len(report.corrupt)} corrupt, {len(report.missing)} missing, "
               f"{len(report.skipped)} skipped")
         for c in report.corrupt:
@@ -214,11 +219,11 @@ def cmd_demo(args) -> int:
 # -- parser --------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with a one-line error (its default, made explicit)."""
+    """argparse that exits 2 with the CLI's one-line error (argparse's default adds a
+    usage block and prefixes the subcommand's prog, e.g. ``oca put: error:``)."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"oca: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
