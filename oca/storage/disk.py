@@ -52,6 +52,7 @@ def error_state(exc: OSError) -> str:
 class DiskHealth:
     state: str
     reason: str | None = None
+    error: int | None = None  # errno of the OSError that failed the probe, if one did
 
     @property
     def servable(self) -> bool:
@@ -60,6 +61,11 @@ class DiskHealth:
     @property
     def writable(self) -> bool:
         return self.state == OK
+
+    @property
+    def io_error(self) -> bool:
+        """The probe met an I/O error (not just a missing marker): the disk itself is bad."""
+        return self.error in _FAILING_ERRNOS
 
 
 def read_marker(path: str) -> dict | None:
@@ -121,7 +127,7 @@ class Disk:
                     f"{marker.get('disk_id')!r}, expected {self.record.disk_id!r})")
             st = os.statvfs(self.path)
         except OSError as e:
-            return DiskHealth(FAILED, f"probe failed: {e.strerror or e}")
+            return DiskHealth(FAILED, f"probe failed: {e.strerror or e}", e.errno)
         if st.f_flag & os.ST_RDONLY:
             return DiskHealth(READONLY, "filesystem mounted read-only")
         return DiskHealth(OK)

@@ -48,10 +48,14 @@ def verify(store: Store, records: Iterable[ObjectRecord] | None = None,
         if rec.disk in report.failed_disks:
             report.skipped.append({"id": rec.id, "disk": rec.disk, "reason": "disk failed"})
             continue
-        h = disk.probe() if disk is not None else None
+        h = store.probe(disk) if disk is not None else None
         if h is None or not h.servable:
             reason = "disk not configured" if h is None else f"disk {h.state}: {h.reason}"
             report.skipped.append({"id": rec.id, "disk": rec.disk, "reason": reason})
+            if h is not None and h.io_error:
+                # An I/O error found now is a finding, as one met while hashing is;
+                # a failure already recorded (sticky) only skips.
+                report.failed_disks[rec.disk] = h.reason or "failed"
             continue
         path = store.path_of(rec)
         done = 0

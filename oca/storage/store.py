@@ -176,6 +176,13 @@ class Store:
                         disk_id = marker["disk_id"]
                         if marker.get("tier") != d.tier:
                             write_marker(path, d.tier, disk_id)
+                    elif marker is None and rec is not None:
+                        # An empty mount point: stamping it would make the root
+                        # filesystem this disk and drop its objects from the index.
+                        raise StoreError(
+                            f"disk {path}: marker {layout.MARKER} missing, but the index knows "
+                            f"this disk (disk_id {rec.disk_id}): is its filesystem mounted? "
+                            "Mount it and run init again")
                     else:
                         disk_id = write_marker(path, d.tier)
                     for sub in (layout.OBJECTS, layout.TMP, layout.QUARANTINE):
@@ -227,10 +234,19 @@ class Store:
 
     # -- health -------------------------------------------------------------
 
-    def health(self, disk: Disk, usage: dict | None = None,
-               reserved: dict | None = None) -> DiskHealth:
-        """The disk's health including ``full`` from accounting and filesystem space."""
+    def probe(self, disk: Disk) -> DiskHealth:
+        """``disk.probe()``; an I/O error the probe meets is made sticky, as one met while
+        reading or writing is (disk.py): a flaky disk must not drift back into service.
+        Not inside an index transaction (it may write the failure)."""
         h = disk.probe()
+        if h.io_error:
+            self.mark_failed(disk, h.reason or "I/O error")
+        return h
+
+    def health(self, disk: Disk, usage: dict | None = None, reserved: dict | None = None,
+               probed: DiskHealth | None = None) -> DiskHealth:
+        """The disk's health including ``full`` from accounting and filesystem space."""
+        h = self.probe(disk) if probed is None else probed
         if h.state != OK:
             return h
         usage = self.index.usage_by_disk() if usage is None else usage
@@ -245,7 +261,7 @@ class Store:
 
     def servable_disks(self) -> set[str]:
         """Paths of disks whose objects may be served."""
-        return {p for p, d in self.disks.items() if d.probe().servable}
+        return {p for p, d in self.disks.items() if self.probe(d).servable}
 
     def mark_failed(self, disk: Disk, reason: str) -> None:
         """Record a sticky failure: the disk's objects stop being servable."""
@@ -288,7 +304,7 @@ class Store:
         """Everything known about one object, for `oca stat`."""
         rec = self.get(object_id)
         disk = self.disks.get(rec.disk)
-        h = disk.probe() if disk else DiskHealth(FAILED, "disk not in the config")
+        h = self.probe(disk) if disk else DiskHealth(FAILED, "disk not in the config")
         d = rec.to_dict()
         d.update(path=self.path_of(rec), disk_state=h.state, servable=h.servable)
         return d
@@ -375,9 +391,10 @@ class Store:
         return True
 
     def _reserve(self, object_id: str, tier: str, size: int,
-                 skip: dict[str, str]) -> tuple[Disk, str]:
+                 skip: dict[str, str], fault: str) -> tuple[Disk, str]:
         """Choose a disk of *tier* with room for *size* bytes and reserve the room."""
         token = uuid.uuid4().hex
+        probed = {d.path: self.probe(d) for d in self.disks.values() if d.tier == tier}
         with self.index.write() as db:
             stale = [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM reservations")
                      if not _pid_alive(pid)]
@@ -390,7 +407,7 @@ class Store:
             for disk in self.disks.values():
                 if disk.tier != tier or disk.path in skip:
                     continue
-                h = self.health(disk, usage, reserved)
+                h = self.health(disk, usage, reserved, probed[disk.path])
                 if h.state not in (OK, FULL):
                     reasons[disk.path] = f"{h.state} ({h.reason})"
                     continue
@@ -410,7 +427,7 @@ class Store:
                     f"({format_size(size)}): {detail}")
             choice = ordered[0]
             self.index.reserve(token, choice.path, size)
-        faults.point("put.after_reserve")
+        faults.point(f"{fault}.after_reserve")
         return self.disks[choice.path], token
 
     def _write_to_tier(self, object_id: str, src_fd: int, size: int, tier: str,
@@ -423,7 +440,7 @@ class Store:
         """
         skip: dict[str, str] = {}
         while True:
-            disk, token = self._reserve(object_id, tier, size, skip)
+            disk, token = self._reserve(object_id, tier, size, skip, fault)
             try:
                 digest = self._write_object(disk, object_id, src_fd, size, expect, fault,
                                             on_bytes, source_name)
@@ -501,7 +518,7 @@ class Store:
             if rec.tier == tier:
                 raise StoreError(f"object {object_id!r} is already on tier {tier}")
             src_disk = self.disks.get(rec.disk)
-            h = src_disk.probe() if src_disk else DiskHealth(FAILED, "not in the config")
+            h = self.probe(src_disk) if src_disk else DiskHealth(FAILED, "not in the config")
             if not h.servable:
                 raise StoreError(f"cannot move {object_id!r}: its disk {rec.disk} is {h.state} "
                                  f"({h.reason})")
