@@ -210,6 +210,15 @@ def cmd_disk_clear(args) -> int:
     return EXIT_OK if h.servable else EXIT_ERROR
 
 
+def cmd_disk_replace(args) -> int:
+    with _open(args) as store:
+        dropped = store.replace_disk(args.path, force=args.force)
+    noun = "object" if dropped == 1 else "objects"
+    print(f"{args.path}: new disk in service; {dropped} {noun} of the old disk "
+          "dropped from the index, to be filled again")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from ..demo import run_demo
 
@@ -272,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("clear", cmd_disk_clear, "forget a disk's failure and probe it again",
              parent=disk_sub)
     sp.add_argument("path")
+    sp = add("replace", cmd_disk_replace,
+             "put a new, empty filesystem in service in place of a dead disk", parent=disk_sub)
+    sp.add_argument("path")
+    sp.add_argument("--force", action="store_true",
+                    help="allow a disk that is a plain folder, not a mount point")
     sp = add("demo", cmd_demo, "build a demo appliance in a folder and show it")
     sp.add_argument("--dir", default="demo")
     sp.add_argument("--size-mb", type=int, default=300, help="bytes of objects to generate")

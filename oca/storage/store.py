@@ -275,6 +275,53 @@ class Store:
         self.reload_disks()
         return self.health(self.disks[disk.path])
 
+    def replace_disk(self, path: str, force: bool = False) -> int:
+        """Operator action: the disk at *path* was swapped for a new, empty filesystem.
+
+        The old disk's objects are dropped from the index (a fill brings them
+        back), the new filesystem gets a marker and the store's folders, and the
+        disk's failure is forgotten. Refused when the filesystem at *path* already
+        carries a marker (not a new disk), when it holds files, and when *path* is
+        not a mount point unless *force* (a disk that is a plain folder): an empty
+        mount point with nothing mounted must not become the disk. Returns the
+        number of objects dropped.
+        """
+        disk = self._disk(os.path.normpath(os.path.abspath(path)))
+        with self.exclusive():
+            try:
+                marker = read_marker(disk.path)
+            except OSError as e:
+                raise StoreError(f"disk {disk.path}: cannot read: {e.strerror or e}") from None
+            if marker is not None:
+                same = disk.record is not None and marker.get("disk_id") == disk.record.disk_id
+                raise StoreError(
+                    f"disk {disk.path} already carries a marker ({layout.MARKER}, disk_id "
+                    f"{marker.get('disk_id')}): "
+                    + ("it is the same disk; use `oca disk clear` to bring it back" if same
+                       else "not a new, empty filesystem; nothing changed"))
+            if not force and not os.path.ismount(disk.path):
+                raise StoreError(f"disk {disk.path} is not a mount point: mount the new "
+                                 "filesystem there first (--force for a disk that is a folder)")
+            leftovers = sorted(set(os.listdir(disk.path)) - {"lost+found"})
+            if leftovers:
+                raise StoreError(f"disk {disk.path} is not empty ({', '.join(leftovers[:3])}): "
+                                 "mount the new, empty filesystem there; nothing changed")
+            try:
+                disk_id = write_marker(disk.path, disk.tier)
+                for sub in (layout.OBJECTS, layout.TMP, layout.QUARANTINE):
+                    layout.ensure_dir(os.path.join(disk.path, sub))
+            except OSError as e:
+                raise StoreError(f"cannot initialise disk {disk.path}: {e.strerror or e}") from None
+            with self.index.write() as db:
+                dropped = db.execute("DELETE FROM objects WHERE disk=?", (disk.path,)).rowcount
+                db.execute("DELETE FROM tombstones WHERE disk=?", (disk.path,))
+                db.execute("DELETE FROM reservations WHERE disk=?", (disk.path,))
+                db.execute("UPDATE disks SET disk_id=?, failed=0, reason=NULL, since=NULL "
+                           "WHERE path=?", (disk_id, disk.path))
+                self.index.bump_generation()
+            self.reload_disks()
+        return dropped
+
     def _disk(self, path: str) -> Disk:
         try:
             return self.disks[path]
@@ -367,6 +414,7 @@ class Store:
             else:
                 conflict = False
                 self.index.put(rec)
+                self.index.drop_tombstone(rec.id, rec.disk, rec.xxh3)
         if conflict:
             if _identity(cur) != (rec.disk, rec.xxh3):
                 self._unlink_quietly(rec)

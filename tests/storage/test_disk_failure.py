@@ -479,3 +479,47 @@ def test_tier_full_by_accounting(mounts: Mounts, tmp_path: Path) -> None:
         assert rig.files("tmp") == [] and rig.reservations() == {}
     r = rig.oca("verify")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- replacing a dead disk ---------------------------------------------------------------
+
+def test_replace_a_dead_disk_with_a_new_filesystem(rig: Rig) -> None:
+    assert rig.put("a.mp4", "hdd") == str(rig.hdd0.path)
+    assert rig.put("b.mp4", "hdd") == str(rig.hdd1.path)
+    b_bytes = read_object(rig.serving()["b.mp4"])
+
+    # A healthy disk is not a new one: refused, nothing changed.
+    r = rig.oca("disk", "replace", str(rig.hdd1.path))
+    assert r.returncode == 1 and "same disk" in r.stderr and "disk clear" in r.stderr
+    assert set(rig.records()) == {"a.mp4", "b.mp4"}
+
+    rig.hdd0.shutdown()
+    assert rig.oca("verify").returncode == 1
+    rig.hdd0.teardown()  # the dead disk is pulled: only the empty mount point is left
+
+    # Nothing mounted there yet: the root filesystem must not become the disk.
+    r = rig.oca("disk", "replace", str(rig.hdd0.path))
+    assert r.returncode == 1 and "not a mount point" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+    assert "a.mp4" in rig.records() and rig.index_disk(rig.hdd0).failed
+    assert os.listdir(rig.hdd0.path) == []
+
+    new = Mount(rig.hdd0.path, "tmpfs", 40 << 20)
+    rig.hdd0 = new
+    new.mount()
+    try:
+        r = rig.oca("disk", "replace", str(new.path))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == (f"{new.path}: new disk in service; 1 object of the old disk "
+                            "dropped from the index, to be filled again\n")
+        assert set(rig.records()) == {"b.mp4"}
+        rec = rig.index_disk(new)
+        assert not rec.failed
+        assert json.loads((new.path / ".oca-disk").read_text())["disk_id"] == rec.disk_id
+        assert rig.disk_status()[str(new.path)]["state"] == "ok"
+        assert read_object(rig.serving()["b.mp4"]) == b_bytes
+        # The new disk takes objects again (it is the emptier of the two).
+        assert rig.put("c.mp4", "hdd") == str(new.path)
+        assert rig.oca("verify").returncode == 0
+    finally:
+        new.teardown()
