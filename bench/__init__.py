@@ -1,0 +1,1 @@
+"""Benchmarks: each one measures oca against a peer in the same run (STYLE.md)."""
