@@ -203,11 +203,10 @@ class Index:
         for row in self.db.execute(sql + " ORDER BY id", args):
             yield ObjectRecord(*row)
 
-    def locations(self) -> list[tuple[str, int, str, str, str, str]]:
-        """(id, size, xxh3, disk, tier, content_type) of every object, for the serving map."""
-        return self.db.execute(
-            "SELECT id, size, xxh3, disk, tier, content_type FROM objects"
-        ).fetchall()
+    def iter_locations(self) -> Iterator[tuple[str, int, str, str, str, str]]:
+        """(id, size, xxh3, disk, tier, content_type) of every object, streamed from the
+        cursor (a list of a million rows would cost ~500 MB at its peak)."""
+        return self.db.execute("SELECT id, size, xxh3, disk, tier, content_type FROM objects")
 
     def usage_by_disk(self) -> dict[str, tuple[int, int]]:
         """disk -> (objects, bytes) as indexed."""
