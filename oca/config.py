@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .units import parse_size
+from .units import format_size, parse_duration, parse_size
 
 TIERS = ("ssd", "flash", "hdd")
 """Tier names, fastest first."""
@@ -48,10 +48,28 @@ class ServerConfig:
     workers: int = 0  # 0: one per CPU
     access_log: Path | None = None
     name: str = ""
+    origin_url: str | None = None
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    send_timeout: float = 60.0
+    shutdown_timeout: float = 30.0
+    max_connections: int = 10000
+    max_url_size: int = 8 << 10
+    max_header_size: int = 16 << 10
+    max_ranges: int = 16
+    sendfile_max_chunk: int = 2 << 20
+    open_file_cache: int = 10000
 
     @property
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """``[auth]``: signed URLs. Off (every object public) when ``key_file`` is unset."""
+
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,7 @@ class Config:
     path: Path
     server: ServerConfig
     store: StoreConfig
+    auth: AuthConfig = AuthConfig()
 
 
 class _Section:
@@ -156,8 +175,54 @@ def _server(file: Path, raw: Any) -> ServerConfig:
     elif not _NAME_RE.match(name):
         s.fail(f"appliance name {name!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,62}}", "name")
     kw["name"] = name
+    origin = s.get("origin_url", str)
+    if origin is not None:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?", origin):
+            s.fail(f"must be an http:// or https:// URL, not {origin!r}", "origin_url")
+        kw["origin_url"] = origin.rstrip("/")
+    for key, low, high in (("header_timeout", 0.1, 3600), ("keepalive_timeout", 0, 3600),
+                           ("send_timeout", 0.1, 3600), ("shutdown_timeout", 0, 3600)):
+        value = s.get(key, (str, int, float))
+        if value is not None:
+            try:
+                seconds = parse_duration(value)
+            except ValueError as e:
+                s.fail(str(e), key)
+            if not low <= seconds <= high:
+                s.fail(f"must be between {low}s and {high}s, not {value!r}", key)
+            kw[key] = seconds
+    for key, low, high in (("max_connections", 1, 1_000_000), ("max_ranges", 1, 1000),
+                           ("open_file_cache", 0, 1_000_000)):
+        value = s.get(key, int)
+        if value is not None:
+            if not low <= value <= high:
+                s.fail(f"must be between {low} and {high}, not {value}", key)
+            kw[key] = value
+    for key, low, high in (("max_url_size", 256, 1 << 20), ("max_header_size", 1 << 10, 1 << 20),
+                           ("sendfile_max_chunk", 64 << 10, 1 << 30)):
+        value = s.get(key, (str, int))
+        if value is not None:
+            try:
+                size = parse_size(value)
+            except ValueError as e:
+                s.fail(str(e), key)
+            if not low <= size <= high:
+                s.fail(f"must be between {format_size(low)} and {format_size(high)}, "
+                       f"not {value!r}", key)
+            kw[key] = size
     s.finish()
     return ServerConfig(**kw)
+
+
+def _auth(file: Path, raw: Any) -> AuthConfig:
+    s = _Section(file, "auth", raw)
+    key_file = s.get("key_file", str)
+    s.finish()
+    if key_file is None:
+        return AuthConfig()
+    if not key_file.strip():
+        s.fail("must not be empty", "key_file")
+    return AuthConfig(key_file=_resolve(file.parent, key_file))
 
 
 def _store(file: Path, raw: Any) -> StoreConfig:
@@ -218,7 +283,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
     file = file.absolute()
     top = _Section(file, "", raw)
-    top.used.update({"server", "store"})
+    top.used.update({"server", "store", "auth"})
     top.finish()
     if "store" not in raw:
         raise ConfigError(f"{file}: store: missing (required) [store] section")
@@ -226,6 +291,7 @@ def load_config(path: str | os.PathLike) -> Config:
         path=file,
         server=_server(file, raw.get("server", {})),
         store=_store(file, raw["store"]),
+        auth=_auth(file, raw.get("auth", {})),
     )
 
 
