@@ -186,7 +186,7 @@ def test_lookup_map(benchmark, serving_map, bench_report):
 def test_lookup_sqlite(benchmark, reader, serving_map, bench_report):
     """Peer: the same batches, one SQLite query per id on the same index."""
     db = reader.db
-    sql = "SELECT size, xxh3, disk, tier, content_type FROM objects WHERE id = ?"
+    sql = "SELECT size, xxh3, disk, tier, content_type, mtime FROM objects WHERE id = ?"
     path = layout.object_path
 
     def lookup(ids: list[str]) -> int:
@@ -194,15 +194,17 @@ def test_lookup_sqlite(benchmark, reader, serving_map, bench_report):
         for oid in ids:
             row = db.execute(sql, (oid,)).fetchone()
             if row is not None:
-                size, digest, disk, tier, ctype = row
-                ObjectLocation(path(disk, oid, digest), size, digest, tier, ctype)
+                size, digest, disk, tier, ctype, mtime = row
+                ObjectLocation(path(disk, oid, digest), size, digest, tier, ctype, disk,
+                               int(mtime))
                 found += 1
         return found
 
     # Both sides answer the same thing: check it on one batch, outside the timing.
     for oid in _batch(0)[:100]:
-        size, digest, disk, tier, ctype = db.execute(sql, (oid,)).fetchone()
-        assert serving_map[oid] == (path(disk, oid, digest), size, digest, tier, ctype)
+        size, digest, disk, tier, ctype, mtime = db.execute(sql, (oid,)).fetchone()
+        assert serving_map[oid] == (path(disk, oid, digest), size, digest, tier, ctype, disk,
+                                    int(mtime))
 
     found = benchmark.pedantic(lookup, setup=_batches(), rounds=SQLITE_LOOKUP_ROUNDS,
                                iterations=1)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -70,7 +70,22 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason   TEXT NOT NULL,
     ts       REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL);
 """
+
+# The change feed: every change to what an object *is* (not its hit counters)
+# appends its id to `changes`, in the same transaction, whichever process makes
+# it. A server polls `changes` once a second and updates only those entries of
+# its in-memory map, instead of rebuilding a million entries.
+_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS objects_changes_insert AFTER INSERT ON objects "
+    "BEGIN INSERT INTO changes (id) VALUES (NEW.id); END",
+    "CREATE TRIGGER IF NOT EXISTS objects_changes_update "
+    "AFTER UPDATE OF size, xxh3, disk, tier, content_type, mtime ON objects "
+    "BEGIN INSERT INTO changes (id) VALUES (NEW.id); END",
+    "CREATE TRIGGER IF NOT EXISTS objects_changes_delete AFTER DELETE ON objects "
+    "BEGIN INSERT INTO changes (id) VALUES (OLD.id); END",
+)
 
 _OBJECT_COLS = "id, size, xxh3, disk, tier, content_type, mtime, hits, bytes_served, last_hit"
 
@@ -124,6 +139,10 @@ class Index:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self.db.execute(stmt)
+                for stmt in _TRIGGERS:
+                    self.db.execute(stmt)
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value < ?",
+                                (SCHEMA_VERSION, SCHEMA_VERSION))
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('generation', 0)",
                     (SCHEMA_VERSION,),
@@ -203,10 +222,29 @@ class Index:
         for row in self.db.execute(sql + " ORDER BY id", args):
             yield ObjectRecord(*row)
 
-    def iter_locations(self) -> Iterator[tuple[str, int, str, str, str, str]]:
-        """(id, size, xxh3, disk, tier, content_type) of every object, streamed from the
-        cursor (a list of a million rows would cost ~500 MB at its peak)."""
-        return self.db.execute("SELECT id, size, xxh3, disk, tier, content_type FROM objects")
+    def change_seq(self) -> int:
+        """The newest change-feed position (0 when there has been none)."""
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+
+    def changes_since(self, seq: int, limit: int) -> tuple[list[str], int, bool]:
+        """(ids changed after *seq*, newest seq, complete). *complete* is False when
+        the feed was pruned past *seq* or holds more than *limit* changes: the
+        caller must then reload everything."""
+        first = self.db.execute("SELECT min(seq) FROM changes").fetchone()[0]
+        rows = self.db.execute(
+            "SELECT seq, id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit + 1)
+        ).fetchall()
+        if not rows:
+            return [], seq, True
+        complete = len(rows) <= limit and (first is None or first <= seq + 1)
+        return [i for _, i in rows[:limit]], rows[min(len(rows), limit) - 1][0], complete
+
+    def prune_changes(self, keep: int = 100_000) -> int:
+        """Drop all but the newest *keep* changes (a reader that falls behind reloads)."""
+        with self.write():
+            return self.db.execute(
+                "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (keep,)
+            ).rowcount
 
     def usage_by_disk(self) -> dict[str, tuple[int, int]]:
         """disk -> (objects, bytes) as indexed."""
