@@ -36,6 +36,8 @@ setup(
         "xxhash>=3.4",  # xxh3-128 digests: the contract's digest everywhere
         "psutil>=5.9",  # per-disk I/O counters and mount lookup for `oca status`
         "tqdm>=4.66",  # progress bars on a terminal for long jobs (verify, demo)
+        "httptools>=0.6",  # llhttp, the HTTP/1.1 parser of oca serve (no hand-written parser)
+        "uvloop>=0.19; sys_platform != 'win32'",  # the event loop of oca serve's workers
     ],
     extras_require={
         "test": [
@@ -43,6 +45,9 @@ setup(
             "pytest-benchmark>=4",  # bench/: lookup and ingest figures
             "hypothesis>=6",
             "ruff>=0.5",
+            # tests/http/test_metrics.py: our /metrics text must parse with the reference
+            # parser (prometheus_client.parser.text_string_to_metric_families).
+            "prometheus-client>=0.20",
         ],
     },
     entry_points={

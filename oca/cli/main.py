@@ -11,16 +11,18 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
 
 from .. import __version__
 from ..config import TIERS, Config, find_config, load_config
-from ..errors import OcaError, UsageError
-from ..ids import is_valid_id
+from ..errors import ConfigError, OcaError, UsageError
+from ..ids import check_id, is_valid_id
 from ..progress import Progress
 from ..storage import Store
-from ..units import format_size
+from ..units import format_size, parse_duration
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -174,12 +176,33 @@ def cmd_recover(args) -> int:
     return EXIT_OK
 
 
+def _server_status(config: Config) -> dict:
+    """The running server's status, or what a server would use when none runs."""
+    import _fastpath
+
+    from ..http.admin_client import admin_call
+
+    try:
+        st = admin_call(config, "GET", "/status", timeout=1.0)
+    except OcaError as e:
+        return {"running": False, "fastpath": _fastpath.IMPLEMENTATION, "error": str(e)}
+    st["running"] = True
+    return st
+
+
 def cmd_status(args) -> int:
     with _open(args) as store:
         st = store.status()
+        st["server"] = _server_status(store.config)
     if args.json:
         _print_json(st)
         return EXIT_OK
+    srv = st["server"]
+    if srv["running"]:
+        print(f"server: running, pid {srv['pid']}, {len(srv['workers'])} workers, fastpath "
+              f"{srv['fastpath']}, {'draining' if srv['draining'] else 'serving'}")
+    else:
+        print(f"server: not running (fastpath available: {srv['fastpath']})")
     print(f"index {st['index']}: {st['objects']} objects, {st['quarantined']} quarantined")
     print(f"{'TIER':6} {'DISKS':>6} {'HEALTHY':>7} {'OBJECTS':>8} {'USED':>8} {'CAPACITY':>8}")
     for tier, t in st["tiers"].items():
@@ -219,10 +242,78 @@ def cmd_disk_replace(args) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args) -> int:
+    from ..http.supervisor import serve
+
+    return serve(_config(args))
+
+
+def cmd_drain(args) -> int:
+    from ..http.admin_client import admin_call
+    from ..units import parse_duration
+
+    try:
+        seconds = parse_duration(args.deadline)
+    except ValueError as e:
+        raise UsageError(f"--deadline: {e}") from None
+    st = admin_call(_config(args), "POST", f"/drain?deadline={seconds:g}")
+    if args.json:
+        _print_json(st)
+    else:
+        print(f"draining: /health answers 503 now; connections close in {seconds:g} s "
+              "(oca undrain reverses it)")
+    return EXIT_OK
+
+
+def cmd_undrain(args) -> int:
+    from ..http.admin_client import admin_call
+
+    st = admin_call(_config(args), "POST", "/undrain")
+    if args.json:
+        _print_json(st)
+    else:
+        print("serving: drain cancelled")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from ..demo import run_demo
 
     return run_demo(args.dir, total_mb=args.size_mb)
+
+
+def cmd_sign(args) -> int:
+    from ..http.auth import load_key, signed_url
+
+    check_id(args.id)
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as e:
+        raise UsageError(f"--ttl: {e}") from None
+    if ttl <= 0:
+        raise UsageError(f"--ttl: must be more than 0, not {args.ttl!r}")
+    now = time.time()
+    if args.now is not None:
+        if not re.fullmatch(r"[0-9]{1,12}(\.[0-9]+)?", args.now):
+            raise UsageError(f"--now: expected epoch seconds, e.g. 1700000000, not {args.now!r}")
+        now = float(args.now)
+    if args.base is not None and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", args.base):
+        raise UsageError(f"--base: expected an http:// or https:// URL without query, "
+                         f"not {args.base!r}")
+    config = _config(args)
+    if config.auth.key_file is None:
+        raise ConfigError(f"{config.path}: auth.key_file is not set: signed URLs are off")
+    key = load_key(config.auth.key_file)
+    base = args.base
+    if base is None:
+        host, port = config.server.listen
+        base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    try:
+        url = signed_url(base, args.id, key, ttl, now)
+    except ValueError as e:
+        raise UsageError(f"--ttl {args.ttl}: {e}") from None
+    print(url)
+    return EXIT_OK
 
 
 # -- parser --------------------------------------------------------------------
@@ -286,9 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path")
     sp.add_argument("--force", action="store_true",
                     help="allow a disk that is a plain folder, not a mount point")
+    add("serve", cmd_serve, "run the HTTP server (foreground; SIGTERM stops it gracefully)")
+    sp = add("drain", cmd_drain, "take the running server out of service: /health 503 at once, "
+             "connections served until the deadline, then closed")
+    sp.add_argument("--deadline", default="60s", help="e.g. 60s, 5m (default 60s)")
+    sp.add_argument("--json", action="store_true")
+    sp = add("undrain", cmd_undrain, "put a draining server back in service")
+    sp.add_argument("--json", action="store_true")
     sp = add("demo", cmd_demo, "build a demo appliance in a folder and show it")
     sp.add_argument("--dir", default="demo")
     sp.add_argument("--size-mb", type=int, default=300, help="bytes of objects to generate")
+    sp = add("sign", cmd_sign, "print a signed viewer URL for object ID ([auth] key_file)")
+    sp.add_argument("id")
+    sp.add_argument("--ttl", default="1h", help="how long the URL is good (default: 1h)")
+    sp.add_argument("--base", metavar="URL",
+                    help="scheme, host and port viewers use (default: from server.listen)")
+    sp.add_argument("--now", metavar="EPOCH", help="sign as if the clock read EPOCH")
     return p
 
 

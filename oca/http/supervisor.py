@@ -1,0 +1,320 @@
+"""``oca serve``: the supervisor. It checks what can be checked before forking
+(config, store recovery, the key file, the access log, both ports), forks the
+workers, restarts any that dies, serves the admin listener (/metrics, /status,
+/health, POST /drain, POST /undrain), forwards SIGHUP, and on SIGTERM stops the
+workers gracefully and exits 0.
+
+The supervisor binds the viewer port without listening on it: that reserves the
+port (a second server fails at once with a clear error) while the workers' own
+SO_REUSEPORT sockets take the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import mmap
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from urllib.parse import parse_qs
+
+import httptools
+
+import _fastpath
+
+from .. import __version__
+from ..config import Config
+from ..errors import OcaError
+from ..storage import Store
+from ..storage.recovery import recover
+from ..units import parse_duration
+from .accesslog import AccessLog
+from .auth import load_key
+from .metrics import MetricsArea
+from .worker import Worker, listen_socket
+
+log = logging.getLogger("oca.serve")
+
+RESTART_WINDOW = 10.0
+RESTART_BURST = 5
+"""More than this many worker deaths within the window: wait before restarting."""
+
+
+class Control:
+    """Drain state in shared memory: (draining, deadline epoch), read by every worker."""
+
+    _FMT = struct.Struct("<dd")
+
+    def __init__(self):
+        self.mem = mmap.mmap(-1, mmap.PAGESIZE)
+
+    def write(self, draining: bool, deadline: float) -> None:
+        self._FMT.pack_into(self.mem, 0, 1.0 if draining else 0.0, deadline)
+
+    def read(self) -> tuple[bool, float]:
+        draining, deadline = self._FMT.unpack_from(self.mem, 0)
+        return draining != 0.0, deadline
+
+
+class Supervisor:
+    def __init__(self, config: Config):
+        self.config = config
+        self.workers: dict[int, int] = {}  # pid -> slot
+        self.deaths: list[float] = []
+        self.stopping = False
+        self.started = time.time()
+        self.control = Control()
+        self.metrics = MetricsArea(config.server.worker_count)
+        self.drain_deadline: float | None = None
+
+    # -- start-up checks ----------------------------------------------------
+
+    def prepare(self) -> None:
+        cfg = self.config
+        with Store(cfg) as store:
+            report = recover(store)
+            if report.changed:
+                log.info("recovery: %d temp files removed, %d adopted, %d strays removed, "
+                         "%d dropped, %d quarantined", len(report.temp_removed),
+                         len(report.adopted), len(report.strays_removed),
+                         len(report.dropped_missing), len(report.quarantined))
+            for disk, reason in report.skipped_disks.items():
+                log.warning("disk %s not served: %s", disk, reason)
+        if cfg.auth.key_file:
+            load_key(cfg.auth.key_file)
+        AccessLog(cfg.server.access_log, cfg.server.name).close()
+        host, port = cfg.server.listen
+        self.reservation = self._bind(host, port, "server.listen", listen=False)
+        ahost, aport = cfg.server.admin_listen
+        self.admin_sock = self._bind(ahost, aport, "server.admin_listen", listen=True)
+
+    def _bind(self, host: str, port: int, key: str, listen: bool) -> socket.socket:
+        try:
+            if listen:
+                return listen_socket(host, port, reuseport=False)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            return sock
+        except OSError as e:
+            raise OcaError(f"{self.config.path}: {key} {host}:{port}: {e.strerror}") from None
+
+    # -- workers ------------------------------------------------------------
+
+    def spawn(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
+                            signal.SIGUSR1):
+                    signal.signal(sig, signal.SIG_DFL)
+                self.admin_sock.close()
+                self.reservation.close()
+                code = Worker(self.config, slot, self.metrics.worker(slot), self.control).run()
+            except BaseException:
+                log.exception("worker %d crashed", slot)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.workers[pid] = slot
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = self.workers.pop(pid, None)
+            if slot is None:
+                continue
+            self.metrics.retire(slot)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                continue
+            log.error("worker %d (pid %d) exited with %s; restarting", slot, pid,
+                      f"signal {-code}" if code < 0 else f"status {code}")
+            now = time.monotonic()
+            self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
+            delay = 1.0 if len(self.deaths) > RESTART_BURST else 0.0
+            self.loop.call_later(delay, self._respawn, slot)
+
+    def _respawn(self, slot: int) -> None:
+        if not self.stopping and slot not in self.workers.values():
+            self.spawn(slot)
+
+    def signal_workers(self, sig: int) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    # -- drain --------------------------------------------------------------
+
+    def drain(self, deadline_s: float) -> dict:
+        self.drain_deadline = time.time() + deadline_s
+        self.control.write(True, self.drain_deadline)
+        self.signal_workers(signal.SIGUSR1)
+        log.info("draining: /health answers 503; connections close in %.0f s", deadline_s)
+        return self.status()
+
+    def undrain(self) -> dict:
+        self.drain_deadline = None
+        self.control.write(False, 0.0)
+        self.signal_workers(signal.SIGUSR1)
+        log.info("undrained")
+        return self.status()
+
+    def status(self) -> dict:
+        cfg = self.config.server
+        return {
+            "pid": os.getpid(), "version": __version__, "appliance": cfg.name,
+            "listen": "{}:{}".format(*cfg.listen),
+            "admin_listen": "{}:{}".format(*cfg.admin_listen),
+            "workers": sorted(self.workers), "worker_count": cfg.worker_count,
+            "fastpath": _fastpath.IMPLEMENTATION,
+            "draining": self.drain_deadline is not None, "drain_deadline": self.drain_deadline,
+            "started": self.started,
+        }
+
+    # -- admin listener -----------------------------------------------------
+
+    async def admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError):
+            writer.close()
+            return
+        req = _AdminRequest()
+        parser = httptools.HttpRequestParser(req)
+        try:
+            parser.feed_data(head)
+            req.method = parser.get_method().decode("latin-1")
+        except httptools.HttpParserError:
+            req.url = None
+        status, ctype, body = self.admin_response(req)
+        writer.write(
+            f"HTTP/1.1 {status}\r\nServer: oca\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n".encode() + body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    def admin_response(self, req: _AdminRequest) -> tuple[str, str, bytes]:
+        if req.url is None:
+            return "400 Bad Request", "text/plain", b"bad request\n"
+        path, _, query = req.url.partition("?")
+        method = req.method
+        route = (method, path)
+        js = "application/json"
+        if route == ("GET", "/metrics"):
+            gauges = {"oca_workers": len(self.workers),
+                      "oca_draining": 1.0 if self.drain_deadline is not None else 0.0}
+            return ("200 OK", "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(gauges).encode())
+        if route in (("GET", "/status"), ("GET", "/health")):
+            st = self.status()
+            code = "503 Service Unavailable" if path == "/health" and (
+                st["draining"] or not self.workers) else "200 OK"
+            return code, js, json.dumps(st, sort_keys=True).encode() + b"\n"
+        if route == ("POST", "/drain"):
+            raw = parse_qs(query).get("deadline", ["60"])[0]
+            try:
+                seconds = parse_duration(raw)
+            except ValueError as e:
+                return "400 Bad Request", js, json.dumps({"error": str(e)}).encode() + b"\n"
+            return "200 OK", js, json.dumps(self.drain(seconds), sort_keys=True).encode() + b"\n"
+        if route == ("POST", "/undrain"):
+            return "200 OK", js, json.dumps(self.undrain(), sort_keys=True).encode() + b"\n"
+        if path in ("/metrics", "/status", "/health", "/drain", "/undrain"):
+            return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+        return "404 Not Found", "text/plain", b"not found\n"
+
+    # -- main ---------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.config.server
+        log.info("oca %s serve: %s:%d, admin %s:%d, %d workers, fastpath %s", __version__,
+                 *cfg.listen, *cfg.admin_listen, cfg.worker_count, _fastpath.IMPLEMENTATION)
+        self.control.write(False, 0.0)
+        loop = self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        for slot in range(cfg.worker_count):
+            self.spawn(slot)
+        loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        loop.add_signal_handler(signal.SIGTERM, self.shutdown)
+        loop.add_signal_handler(signal.SIGINT, self.shutdown)
+        loop.add_signal_handler(signal.SIGHUP, self.signal_workers, signal.SIGHUP)
+        admin = loop.run_until_complete(asyncio.start_server(self.admin, sock=self.admin_sock))
+        loop.call_later(60, self.housekeeping)
+        try:
+            loop.run_forever()
+        finally:
+            admin.close()
+            loop.run_until_complete(admin.wait_closed())
+            loop.close()
+        log.info("stopped")
+        return 0
+
+    def housekeeping(self) -> None:
+        try:
+            with Store(self.config) as store:
+                store.index.prune_changes()
+        except OcaError as e:
+            log.warning("housekeeping: %s", e)
+        self.loop.call_later(60, self.housekeeping)
+
+    def shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("stopping: %d workers finish their responses (up to %.0f s)",
+                 len(self.workers), self.config.server.shutdown_timeout)
+        self.signal_workers(signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.config.server.shutdown_timeout + 5
+        self.loop.call_soon(self._wait_workers)
+
+    def _wait_workers(self) -> None:
+        self.reap()
+        if not self.workers:
+            self.loop.stop()
+            return
+        if time.monotonic() > self.kill_at:
+            log.error("workers %s did not stop in time: killing", sorted(self.workers))
+            self.signal_workers(signal.SIGKILL)
+        self.loop.call_later(0.05, self._wait_workers)
+
+
+class _AdminRequest:
+    """httptools callbacks for the admin listener's tiny requests."""
+
+    def __init__(self):
+        self.url: str | None = ""
+        self.method = ""
+
+    def on_url(self, url: bytes) -> None:
+        self.url = (self.url or "") + url.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        pass
+
+
+def serve(config: Config) -> int:
+    """Run ``oca serve`` in the foreground; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s oca serve[%(process)d]: %(message)s")
+    sup = Supervisor(config)
+    sup.prepare()
+    return sup.run()
