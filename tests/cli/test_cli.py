@@ -543,6 +543,9 @@ IO_KEYS = {"read_bytes", "write_bytes", "read_count", "write_count", "read_time_
 def test_status_json(three):
     app, _ = three
     st = json.loads(ok(app.oca("status", "--json")).stdout)
+    server = st.pop("server")
+    assert (server["running"], server["fastpath"]) == (False, "cython")
+    assert "127.0.0.1:8081" in server["error"]
     assert (st["index"], st["objects"], st["quarantined"], st["unconfigured_disks"]) == (
         str(app.config().store.index), 3, 0, {})
     assert st["tiers"] == {
@@ -568,6 +571,8 @@ def test_status_json(three):
 def test_status_text(three):
     app, _ = three
     lines = ok(app.oca("status")).stdout.splitlines()
+    assert lines[0] == "server: not running (fastpath available: cython)"
+    lines = lines[1:]
     assert lines[:6] == [
         f"index {app.config().store.index}: 3 objects, 0 quarantined",
         "TIER    DISKS HEALTHY  OBJECTS     USED CAPACITY",
