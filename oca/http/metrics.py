@@ -7,14 +7,17 @@ mapping before it forks (``mmap.mmap(-1, n)`` is MAP_SHARED|MAP_ANONYMOUS on Lin
 FreeBSD, so the children see the same pages), reads every slot when scraped and renders
 the Prometheus text exposition format 0.0.4 (:meth:`MetricsArea.render`).
 
-Slot layout, all fields 8 bytes in native byte order and 8-byte aligned::
+Slot layout (native byte order, every field 8 bytes and 8-byte aligned; ``seq`` is stored
+and loaded as one aligned word, struct ``@Q``: a single instruction on x86-64 and arm64)::
 
-    +-----+-------+---------------------------------------------------------------+
-    | seq | crc32 | body: counters (uint64) ... | response seconds sum (double) |  |
-    |     |       |                             | active connections (int64)    |  |
-    +-----+-------+---------------------------------------------------------------+
-    counters: requests by status (STATUSES, then "other"), body bytes by tier (TIERS,
-    then "none"), sends (fastpath, fallback), response-time buckets (BUCKETS, then +Inf)
+    offset  0  seq     uint64  odd while a publish is in progress
+            8  crc32   uint64  of the body below
+           16  body    uint64 x 37  requests by status (STATUSES, then "other"),
+                                    body bytes by tier (TIERS, then "none"),
+                                    sends (fastpath, fallback),
+                                    responses per time bucket (BUCKETS, then +Inf)
+                       double       response seconds, summed
+                       int64        active connections
 
 Slot ``slots`` (the last one) is the accumulator: what retired workers had counted.
 
@@ -289,6 +292,11 @@ GAUGE_HELP = {
 }
 """HELP texts of the gauges the supervisor is expected to pass to :meth:`MetricsArea.render`."""
 
+_OWN_FAMILIES = frozenset({
+    "oca_requests_total", "oca_body_bytes_total", "oca_sends_total", "oca_active_connections",
+    "oca_response_seconds", "oca_response_seconds_bucket", "oca_response_seconds_sum",
+    "oca_response_seconds_count", "oca_requests", "oca_body_bytes", "oca_sends",
+})
 _GAUGE_KEY = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([a-zA-Z_][a-zA-Z0-9_]*)=(.*)\})?\Z",
                         re.DOTALL)
 
@@ -302,6 +310,8 @@ def _group_gauges(gauges: Mapping[str, float]) -> dict[str, list[tuple[str, floa
         name, label, label_value = m.groups()
         if name.startswith("__") or (label or "").startswith("__"):
             raise ValueError(f"bad gauge key {key!r}: names starting with __ are reserved")
+        if name in _OWN_FAMILIES:
+            raise ValueError(f"bad gauge key {key!r}: {name} is rendered from the counters")
         labels = "" if label is None else f'{{{label}="{_escape_label(label_value)}"}}'
         families.setdefault(name, []).append((labels, value))
     return families
