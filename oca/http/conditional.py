@@ -26,6 +26,11 @@ _DAY_NAMES_LONG = frozenset(
 )
 _EPOCH_ORDINAL = _date(1970, 1, 1).toordinal()
 
+# parse_http_date's memo of IMF-fixdate and asctime values, emptied when full.
+_PARSED_MAX = 1024
+_parsed: dict[str, int | None] = {}
+_MISS = object()
+
 
 def _epoch(year: int, month: str, day: str, hms: str) -> int | None:
     """Seconds since the epoch of a date and an ``HH:MM:SS``; None when not a real instant."""
@@ -65,6 +70,20 @@ def parse_http_date(value: str) -> int | None:
     GMT`` and asctime ``Sun Nov  6 08:49:37 1994``. The day name must be a day name but is not
     checked against the date (as in nginx).
     """
+    # Clients send back the Last-Modified they were given, so few distinct values recur:
+    # a hit costs a dict lookup, a parse about 1.5 us. rfc850 years depend on today: not kept.
+    epoch = _parsed.get(value, _MISS)
+    if epoch is _MISS:
+        epoch = _parse_http_date(value)
+        n = len(value)
+        if n == 29 or n == 24:
+            if len(_parsed) >= _PARSED_MAX:
+                _parsed.clear()
+            _parsed[value] = epoch
+    return epoch
+
+
+def _parse_http_date(value: str) -> int | None:
     if not isinstance(value, str) or not value.isascii():
         return None
     n = len(value)

@@ -157,7 +157,7 @@ class Handler:
         date = current_date()
         rng = headers.get(b"range") if headers else None
         if path_range is not None:
-            job = self._path_range(obj, path_range, head_only, keep_alive, date)
+            job = self._path_range(obj, path_range, headers, head_only, keep_alive, date)
         elif headers:
             job = self._conditional(obj, headers, rng, head_only, keep_alive, date)
         else:
@@ -224,8 +224,8 @@ class Handler:
         job.parts = parts[:0:-1]  # the rest, reversed: next_part pops from the end
         return job
 
-    def _path_range(self, obj: OpenObject, m: re.Match, head_only: bool, keep_alive: bool,
-                    date: str) -> Job:
+    def _path_range(self, obj: OpenObject, m: re.Match, headers: dict, head_only: bool,
+                    keep_alive: bool, date: str) -> Job:
         try:
             first, last = ranges.path_range(m.group(1), m.group(2), obj.size)
         except ranges.Unsatisfiable:
@@ -234,6 +234,18 @@ class Handler:
         n = last - first + 1
         # The range is the resource: a 200 whose validator names the slice.
         etag = f'"{obj.etag[1:-1]}-{first}-{last}"'
+        if headers:
+            # RFC 9110 13.2.1: preconditions apply to this 200 as to any other.
+            g = headers.get
+            status = conditional.evaluate(
+                "HEAD" if head_only else "GET", etag, obj.mtime, _s(g(b"if-match")),
+                _s(g(b"if-none-match")), _s(g(b"if-modified-since")),
+                _s(g(b"if-unmodified-since")))
+            if status == 304:
+                head = format_head(304, (("ETag", etag),), None, keep_alive, date)
+                return Job(head, None, 0, 0, 304, keep_alive)
+            if status == 412:
+                return self._simple(412, b"HEAD" if head_only else b"GET", keep_alive)
         head = format_head(200, (("ETag", etag), ("Content-Type", obj.content_type),
                                  ("Accept-Ranges", "none")), n, keep_alive, date)
         return Job(head, obj, first, 0 if head_only else n, 200, keep_alive)

@@ -73,8 +73,11 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[tuple[int, int]]
         # Position text must be ASCII digits; str.isdigit() alone would take "²" or "٣".
         raise Unsatisfiable("non-ASCII range")
     specs = value[6:]
-    first, _, last = specs.partition("-")
-    if first.isdigit() and len(first) <= 18 and (last.isdigit() and len(last) <= 18 or not last):
+    first, dash, last = specs.partition("-")
+    if (
+        dash and first.isdigit() and len(first) <= 18
+        and (last.isdigit() and len(last) <= 18 or not last)
+    ):
         # One plain "a-b" or "a-", what players send: no list to walk.
         a = int(first)
         b = int(last) if last else MAX_POSITION
