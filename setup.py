@@ -48,6 +48,9 @@ setup(
             # tests/http/test_metrics.py: our /metrics text must parse with the reference
             # parser (prometheus_client.parser.text_string_to_metric_families).
             "prometheus-client>=0.20",
+            # tests/http/test_serve.py: REDbot (HTTP lint: validators, ranges, caching
+            # headers) checks the running server's responses end to end.
+            "redbot>=2.7",
         ],
     },
     entry_points={
