@@ -30,7 +30,7 @@ setup(
     license="BSD-2-Clause",
     python_requires=">=3.11",
     packages=find_packages(include=["oca", "oca.*", "fill", "fill.*", "_fastpath"]),
-    package_data={"_fastpath": ["*.pyx", "includes/*.pxd"]},
+    package_data={"_fastpath": ["*.pyx", "includes/*.pxd", "includes/*.h"]},
     ext_modules=ext_modules,
     install_requires=[
         "xxhash>=3.4",  # xxh3-128 digests: the contract's digest everywhere

@@ -1,8 +1,20 @@
-"""The sendfile loop, compiled: file bytes go to the socket inside the kernel."""
+"""The sendfile loop and the response sender, compiled: file bytes go to the socket inside
+the kernel, and one call from Python sends as much of a response as the socket takes."""
 
 import os
 
-from sendfile cimport EAGAIN, EINTR, errno, oca_sendfile, off_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from sendfile cimport (
+    EAGAIN,
+    EINTR,
+    OCA_SEND_FILE_SHORT,
+    errno,
+    oca_send_response,
+    oca_sendfile,
+    off_t,
+)
+
+from ._errors import file_short_error, response_args_error
 
 IMPLEMENTATION = "cython"
 
@@ -39,3 +51,39 @@ def send_file(int out_fd, int in_fd, long long offset, long long count):
     if err:
         raise OSError(err, os.strerror(err))
     return total
+
+
+def send_response(int sock_fd, bytes head not None, int file_fd, long long offset,
+                  long long count, long long sent, long long budget):
+    """Send a response: ``head``, then ``count`` bytes of ``file_fd`` from ``offset``.
+
+    ``sent`` is how many bytes of the whole response (``len(head) + count``)
+    earlier calls sent; 0 on the first call. Returns the new total: the
+    response is done when it equals ``len(head) + count``. Less means the
+    socket was full (wait until it is writable) or this call sent ``budget``
+    bytes (call again soon); a call never sends more than ``budget`` bytes
+    when ``budget > 0``. ``file_fd`` is not read when ``count`` is 0 (-1 will
+    do). On Linux the head goes with ``MSG_MORE`` when body bytes follow, so
+    head and body share their first TCP segment; on FreeBSD sendfile's
+    header iovec does the same.
+
+    Raises ``OSError(ENODATA)`` when the file ends before ``offset + count``,
+    and ``OSError`` with the errno of any other failure (``BrokenPipeError``,
+    ``ConnectionResetError``, ...); the connection is then unusable.
+    """
+    cdef off_t done = sent
+    cdef const char *data = PyBytes_AS_STRING(head)
+    cdef size_t head_len = <size_t>PyBytes_GET_SIZE(head)
+    cdef int rc
+
+    if offset < 0 or count < 0 or sent < 0 or sent > <long long>head_len + count:
+        raise response_args_error(head_len, offset, count, sent)
+
+    with nogil:
+        rc = oca_send_response(sock_fd, data, head_len, file_fd, offset, count, &done, budget)
+
+    if rc == OCA_SEND_FILE_SHORT:
+        raise file_short_error(file_fd, offset, count, done - <off_t>head_len)
+    if rc:
+        raise OSError(rc, os.strerror(rc))
+    return done

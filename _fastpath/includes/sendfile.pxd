@@ -12,4 +12,9 @@ cdef extern from "<sys/types.h>":
     ctypedef long long off_t
 
 cdef extern from "oca_sendfile.h" nogil:
+    enum:
+        OCA_SEND_FILE_SHORT
     int oca_sendfile(int out_fd, int in_fd, off_t offset, size_t count, off_t *sent)
+    int oca_send_response(int sock_fd, const char *head, size_t head_len,
+                          int file_fd, off_t offset, off_t count,
+                          off_t *sent, off_t budget)

@@ -1,35 +1,20 @@
 """send_file against both implementations: the Cython extension and its pure-Python twin."""
 
 import errno
-import importlib
 import os
 import select
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.fastpath.peer import Reader
+
 SIZE = 3 * 1024 * 1024
-
-# The only place outside _fastpath/__init__.py that names the private modules:
-# both must be importable here, since `make test` builds the extension first.
-IMPLEMENTATIONS = {"cython": "_fastpath._sendfile", "python": "_fastpath._pysendfile"}
-
-
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    name = IMPLEMENTATIONS[request.param]
-    try:
-        module = importlib.import_module(name)
-    except ImportError as exc:
-        pytest.fail(f"{name} cannot be imported ({exc}); build it with `make install`")
-    assert request.param == module.IMPLEMENTATION
-    return module
 
 
 @pytest.fixture
@@ -44,31 +29,6 @@ def file_fd(tmp_path: Path, data: bytes) -> Iterator[int]:
     fd = os.open(path, os.O_RDONLY)
     yield fd
     os.close(fd)
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    with a, b:
-        yield a, b
-
-
-class Reader:
-    """Reads the receiving end of a socket until EOF, in a thread."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._chunks: list[bytes] = []
-        self._thread = threading.Thread(target=self._run)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while chunk := self._sock.recv(1 << 16):
-            self._chunks.append(chunk)
-
-    def result(self) -> bytes:
-        self._thread.join()
-        return b"".join(self._chunks)
 
 
 def send_and_receive(impl: ModuleType, pair, file_fd: int, offset: int, count: int):
