@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .config import load_config
@@ -29,11 +30,14 @@ LADDER = (("1080p", 0.50), ("720p", 0.28), ("480p", 0.14), ("240p", 0.08))
 CONFIG = """\
 # Demo appliance written by `oca demo`. Paths are relative to this file.
 [server]
-listen = "127.0.0.1:8080"
-admin_listen = "127.0.0.1:8081"
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
 workers = 2
 access_log = "log/access.jsonl"
 name = "demo1"
+
+[auth]
+key_file = "demo.key"
 
 [store]
 index = "var/index.sqlite"
@@ -69,17 +73,21 @@ def catalog(total_bytes: int, seed: int = 7) -> list[tuple[str, int, str]]:
     return out
 
 
-def build(folder: Path, total_mb: int) -> Path:
+def build(folder: Path, total_mb: int, port: int = 8080, admin_port: int = 8081) -> Path:
     """Create (or reuse) the demo appliance in *folder*; return its config path."""
     total = total_mb << 20
     folder.mkdir(parents=True, exist_ok=True)
     for sub in ("ssd0", "flash0", "hdd0", "var", "log"):
         (folder / sub).mkdir(exist_ok=True)
+    key = folder / "demo.key"
+    if not key.exists():
+        key.write_text(os.urandom(32).hex() + "\n")
+        key.chmod(0o600)
     cfg = folder / "oca.toml"
-    if not cfg.exists():
-        cfg.write_text(CONFIG.format(ssd=format_size(max(total // 4, 64 << 20)),
-                                     flash=format_size(max(total // 2, 128 << 20)),
-                                     hdd=format_size(max(total * 2, 512 << 20))))
+    cfg.write_text(CONFIG.format(ssd=format_size(max(total // 4, 64 << 20)),
+                                 flash=format_size(max(total // 2, 128 << 20)),
+                                 hdd=format_size(max(total * 2, 512 << 20)),
+                                 port=port, admin_port=admin_port))
     config = load_config(cfg)
     with Store.init(config) as store:
         recover(store)
@@ -97,10 +105,11 @@ def build(folder: Path, total_mb: int) -> Path:
     return cfg
 
 
-def run_demo(folder: str, total_mb: int = 300) -> int:
-    """Build the demo appliance and show what it holds."""
+def run_demo(folder: str, total_mb: int = 300, serve: bool = True, port: int = 8080,
+             admin_port: int = 8081) -> int:
+    """Build the demo appliance, show what it holds, then serve it (foreground)."""
     root = Path(folder).absolute()
-    cfg = build(root, total_mb)
+    cfg = build(root, total_mb, port, admin_port)
     config = load_config(cfg)
     with Store(config) as store:
         st = store.status(io=False)
@@ -112,11 +121,44 @@ def run_demo(folder: str, total_mb: int = 300) -> int:
         out.write(f"  {tier:6} {t['objects']:4d} objects  {format_size(t['used']):>7} of "
                   f"{format_size(t['capacity'])}\n")
     out.write(f"  verify: {report.ok} of {report.checked} objects match their xxh3 digests\n\n")
-    sample = objs[0].id if objs else "ID"
-    out.write("Try:\n")
-    for cmd in ("status", "ls --tier ssd", f"stat {sample}", f"mv {sample} --tier hdd",
-                "verify --json"):
-        out.write(f"  .venv/bin/oca -c {cfg} {cmd}\n")
-    out.write("\nThe HTTP server (oca serve) is not part of this version yet; once it lands, "
-              "`make demo` starts it here and prints curl commands.\n")
-    return 0
+    sample = next((o for o in objs if o.tier == "ssd"), objs[0] if objs else None)
+    oca = f".venv/bin/oca -c {cfg}"
+    out.write("Operator commands:\n")
+    for cmd in ("status", "ls --tier ssd", "verify --json", "drain --deadline 30s", "undrain"):
+        out.write(f"  {oca} {cmd}\n")
+    if sample is not None and serve:
+        out.write(curl_commands(config, sample.id, sample.xxh3))
+    out.flush()
+    if not serve:
+        return 0
+    from .http.supervisor import serve as run_server
+
+    out.write("\nStarting oca serve (Ctrl-C stops it)...\n\n")
+    out.flush()
+    return run_server(config)
+
+
+def curl_commands(config, object_id: str, digest: str) -> str:
+    """curl lines that show a full GET, a range, a 304 and a signed URL at work."""
+    from .http.auth import load_key, signed_url
+
+    host, port = config.server.listen
+    base = f"http://{host}:{port}"
+    url = signed_url(base, object_id, load_key(config.auth.key_file), 3600, time.time())
+    w = "-w '%{http_code} %{size_download} bytes\\n'"
+    lines = [
+        "",
+        "Signed URLs are on ([auth] key_file = demo.key); this one is good for an hour:",
+        f"  {url}",
+        "",
+        "Once the server is up (below), from another shell:",
+        f"  curl -s -o /dev/null {w} '{url}'                    # full GET: 200",
+        f"  curl -s -o /dev/null {w} -r 0-1048575 '{url}'       # a 1 MiB range: 206",
+        f"  curl -s -o /dev/null {w} -H 'If-None-Match: \"{digest}\"' '{url}'   # 304",
+        f"  curl -s -o /dev/null {w} '{base}/o/{object_id}'     # no token: 403",
+        f"  curl -s {base}/health",
+        f"  curl -s http://{config.server.admin_listen[0]}:{config.server.admin_listen[1]}"
+        "/metrics | grep oca_requests_total",
+        "",
+    ]
+    return "\n".join(lines) + "\n"

@@ -279,7 +279,8 @@ def cmd_undrain(args) -> int:
 def cmd_demo(args) -> int:
     from ..demo import run_demo
 
-    return run_demo(args.dir, total_mb=args.size_mb)
+    return run_demo(args.dir, total_mb=args.size_mb, serve=not args.no_serve, port=args.port,
+                    admin_port=args.admin_port)
 
 
 def cmd_sign(args) -> int:
@@ -387,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "build a demo appliance in a folder and show it")
     sp.add_argument("--dir", default="demo")
     sp.add_argument("--size-mb", type=int, default=300, help="bytes of objects to generate")
+    sp.add_argument("--port", type=int, default=8080, help="viewer port (default 8080)")
+    sp.add_argument("--admin-port", type=int, default=8081, help="admin port (default 8081)")
+    sp.add_argument("--no-serve", action="store_true", help="build and show, do not serve")
     sp = add("sign", cmd_sign, "print a signed viewer URL for object ID ([auth] key_file)")
     sp.add_argument("id")
     sp.add_argument("--ttl", default="1h", help="how long the URL is good (default: 1h)")
