@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import socket
 import time
 from collections import deque
@@ -42,6 +43,12 @@ MAX_PIPELINE = 64
 
 _send_response = _fastpath.send_response
 _FASTPATH = _fastpath.IMPLEMENTATION == "cython"
+# Deadlines are taken from the clock, not from the sweep's time: a time up to a second
+# old would cut a 1 s timeout to anything between nothing and a second.
+_monotonic = time.monotonic
+
+# RFC 9112 section 3: method (a token) SP request-target SP HTTP-version.
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) [!-~]+ HTTP/1\.[01]\r?\n")
 
 # Connection states, for the timeout sweep.
 IDLE, READING, WRITING, CLOSED = 0, 1, 2, 3
@@ -61,7 +68,7 @@ class Connection:
         self.client = client
         self.parser = httptools.HttpRequestParser(self)
         self.state = IDLE
-        self.deadline = server.now + server.keepalive_timeout
+        self.deadline = _monotonic() + server.keepalive_timeout
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.head_bytes = 0
@@ -89,10 +96,11 @@ class Connection:
         if n == 0:
             self.close()
             return
-        if self.state != READING:
+        starts = self.state != READING  # this read begins a request
+        if starts:
             self.state = READING
             self.head_bytes = 0
-            self.deadline = server.now + server.header_timeout
+            self.deadline = _monotonic() + server.header_timeout
         if self.head_bytes >= 0:
             self.head_bytes += n
             if self.head_bytes > server.max_header_size + server.max_url_size:
@@ -101,9 +109,19 @@ class Connection:
         try:
             self.parser.feed_data(server.recv_view[:n])
         except httptools.HttpParserInvalidMethodError:
-            self.reject(405)
+            # llhttp's HPE_INVALID_METHOD is both an unknown method token ("FOO /o/x
+            # HTTP/1.1": 405, as nginx answers for a static file) and a request line it
+            # cannot parse at all ("GET\r\n", a TLS handshake): 400.
+            self.reject(405 if starts and _unknown_method(buf, n) else 400)
         except httptools.HttpParserUpgrade:
-            self.reject(400)
+            # llhttp stops after a request asking to switch protocols (Upgrade, CONNECT).
+            # It has been answered in HTTP/1.1 (RFC 9110 section 7.8: a server may ignore
+            # Upgrade); nothing after it is read: close once its response is sent.
+            last = self.queue[-1] if self.queue else self.current
+            if last is None:
+                self.close()
+            else:
+                last.keep_alive = False
         except httptools.HttpParserError:
             if not self.closing:
                 self.reject(400)
@@ -143,6 +161,10 @@ class Connection:
             raise httptools.HttpParserError("body too large")
 
     def on_message_complete(self) -> None:
+        if self.closing:
+            # llhttp goes on through the rest of the read after a callback closed the
+            # connection (a send failed, too many pipelined requests): none is answered.
+            return
         job = self.server.handler.respond(self)
         self.head_bytes = 0
         self.state = IDLE
@@ -167,7 +189,7 @@ class Connection:
                     self.server.loop.remove_reader(self.fd)
                 self.server.loop.add_writer(self.fd, self.on_writable)
                 self.state = WRITING
-                self.deadline = self.server.now + self.server.send_timeout
+                self.deadline = _monotonic() + self.server.send_timeout
                 return
             self.finish(job)
             if self.closing:
@@ -181,7 +203,7 @@ class Connection:
         before = job.sent
         if not self.send(job):
             if job.sent != before:
-                self.deadline = self.server.now + self.server.send_timeout
+                self.deadline = _monotonic() + self.server.send_timeout
             return
         self.server.loop.remove_writer(self.fd)
         self.current = None
@@ -198,7 +220,7 @@ class Connection:
             if self.closing:
                 return
         self.state = IDLE
-        self.deadline = self.server.now + self.server.keepalive_timeout
+        self.deadline = _monotonic() + self.server.keepalive_timeout
         self.reading = True
         self.server.loop.add_reader(self.fd, self.on_readable)
 
@@ -224,10 +246,11 @@ class Connection:
 
     def finish(self, job: Job) -> None:
         self.server.handler.done(self, job)
-        if not job.keep_alive:
+        if not job.keep_alive or self.server.handler.closing:
+            # Past the drain deadline or shutting down: no idle connection is kept.
             self.close()
             return
-        self.deadline = self.server.now + self.server.keepalive_timeout
+        self.deadline = _monotonic() + self.server.keepalive_timeout
 
     def reject(self, status: int) -> None:
         """Answer a malformed request with *status* and close, whatever is queued."""
@@ -252,13 +275,29 @@ class Connection:
         loop = self.server.loop
         if self.reading:
             loop.remove_reader(self.fd)
-        if self.current is not None:
+        job = self.current
+        if job is not None:
             loop.remove_writer(self.fd)
             self.current = None
+            # A response cut off (send_timeout, drain deadline, shutdown) still gets its
+            # access-log line and its count, with the body bytes that did go out.
+            job.aborted = True
+            job.keep_alive = False
+            self.server.handler.done(self, job)
         self.queue = None
+        # The parser holds our bound callbacks: without it the connection is freed at
+        # once by reference counting, not by a full garbage collection much later.
+        self.parser = None
         self.server.forget(self)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _unknown_method(buf: bytearray, n: int) -> bool:
+    """Whether the request in *buf* [:n] has a well-formed request line whose method is
+    one we do not serve (llhttp knows only registered methods)."""
+    m = _REQUEST_LINE.match(buf, 0, n)
+    return m is not None and m.group(1) not in (b"GET", b"HEAD")
 
 
 _WANTED = frozenset({b"range", b"if-range", b"if-none-match", b"if-modified-since",

@@ -17,6 +17,7 @@ import json
 import logging
 import mmap
 import os
+import resource
 import signal
 import socket
 import struct
@@ -311,10 +312,36 @@ class _AdminRequest:
         pass
 
 
+def raise_fd_limit(config: Config) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (nginx: worker_rlimit_nofile) and
+    return it. Every connection and every cached open object is a descriptor; the soft
+    limit a service manager hands out (1024 under systemd) is far below max_connections.
+    The workers inherit the limit across fork()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # macOS reports an infinite hard limit that the soft one may not take.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open files limit raised from %d to %d", soft, target)
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, e)
+    cfg = config.server
+    need = cfg.max_connections + cfg.open_file_cache + 64
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning("open files limit %d is below server.max_connections (%d) plus "
+                    "server.open_file_cache (%d): raise the hard limit (LimitNOFILE= under "
+                    "systemd) or accept() fails with EMFILE first", soft, cfg.max_connections,
+                    cfg.open_file_cache)
+    return soft
+
+
 def serve(config: Config) -> int:
     """Run ``oca serve`` in the foreground; returns the exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s oca serve[%(process)d]: %(message)s")
     sup = Supervisor(config)
     sup.prepare()
+    raise_fd_limit(config)
     return sup.run()

@@ -128,7 +128,9 @@ class Worker:
         if closing and not handler.closing:
             log.info("worker %d: drain deadline reached, closing connections", self.index)
             self.server.close_all()
-        handler.closing = closing
+        # Stopping (SIGTERM) closes connections as their responses end, whatever the drain
+        # state says: this runs every tick.
+        handler.closing = closing or self.stopping
 
     def stop(self) -> None:
         """SIGTERM: stop accepting, finish responses in flight up to the shutdown timeout."""
