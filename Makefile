@@ -12,7 +12,13 @@ DEMO_DIR ?= demo
 # that fill up, turn read-only, fail with EIO or vanish; curl for end-to-end checks.
 APT_PACKAGES := e2fsprogs util-linux mount curl
 
-.PHONY: all install system-deps demo test lint bench clean distclean
+# Debian packages `make bench-serve` adds: the peer server and the load generator.
+# (On Debian 12 nginx-light is only a transitional package that pulls in nginx.)
+BENCH_APT_PACKAGES := nginx wrk
+# e.g. make bench-serve BENCH_SERVE_ARGS="--rounds 3 --workload small"
+BENCH_SERVE_ARGS ?=
+
+.PHONY: all install system-deps demo test lint bench bench-serve clean distclean
 
 all: install
 
@@ -48,6 +54,11 @@ test: install lint
 
 bench: install
 	$(BIN)/python -m pytest bench --benchmark-only -p no:cacheprovider
+
+# oca serve against nginx with wrk, same machine, same bytes (bench/serve/run.py).
+bench-serve: install
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+	$(BIN)/python bench/serve/run.py $(BENCH_SERVE_ARGS)
 
 clean:
 	rm -rf build *.egg-info _fastpath/*.c _fastpath/*.so $(DEMO_DIR)

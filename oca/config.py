@@ -58,7 +58,7 @@ class ServerConfig:
     max_header_size: int = 16 << 10
     max_ranges: int = 16
     sendfile_max_chunk: int = 2 << 20
-    open_file_cache: int = 10000
+    open_file_cache: int = 4096
 
     @property
     def worker_count(self) -> int:
