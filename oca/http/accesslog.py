@@ -41,6 +41,17 @@ _method_json = {"GET": '"GET"', "HEAD": '"HEAD"'}.get
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
+def object_prefix(method: str, object_id: str) -> str:
+    """The ``"GET","object":"<id>"`` fragment of :meth:`AccessLog.log_object`."""
+    return f'{_method_json(method) or _json_str(method[:MAX_METHOD_CHARS])},"object":' \
+        f'{_json_str(object_id)}'
+
+
+def json_str(value: str | None) -> str:
+    """A JSON string (or null), for fragments rendered once."""
+    return "null" if value is None else _json_str(value)
+
+
 class AccessLog:
     """The access log of one worker process.
 
@@ -70,6 +81,7 @@ class AccessLog:
         self._line_head = ""
         if self.path is None:
             self.log = self._log_nothing  # type: ignore[method-assign]
+            self.log_object = self._log_nothing  # type: ignore[method-assign]
         else:
             self._fd = self._open()
 
@@ -114,6 +126,21 @@ class AccessLog:
             f'"client":{_json_str(client)},"dur_ms":{dur_ms:.3f},'
             f'"tier":{_tier_json(tier) or json.dumps(tier)}}}\n'
         )
+        if len(buf) >= MAX_BUFFERED_LINES:
+            self.flush()
+
+    def log_object(self, ts: float, prefix: str, status: int, body_bytes: int,
+                   range_header: str | None, client_json: str, dur_ms: float,
+                   tier_json: str) -> None:
+        """:meth:`log` for an object request, from fragments rendered once per object and
+        per connection (:func:`object_prefix`, :func:`json_str`): the hot path."""
+        if not self._ms_start <= ts < self._ms_end:
+            self._set_millisecond(ts)
+        rng = "null" if range_header is None else _json_str(range_header[:MAX_RANGE_CHARS])
+        buf = self._buf
+        buf.append(
+            f'{self._line_head}{prefix},"status":{status},"bytes":{body_bytes},"range":{rng},'
+            f'"client":{client_json},"dur_ms":{dur_ms:.3f},"tier":{tier_json}}}\n')
         if len(buf) >= MAX_BUFFERED_LINES:
             self.flush()
 

@@ -30,13 +30,15 @@ _ALLOW = (("Allow", "GET, HEAD"),)
 _NO_STORE = (("Cache-Control", "no-store"),)
 _TEXT = "text/plain; charset=utf-8"
 _FASTPATH = _fastpath.IMPLEMENTATION == "cython"
+_perf_counter = time.perf_counter
+_time = time.time
 
 
 class Job:
     """One response: a head and a file segment, then further parts (multipart)."""
 
     __slots__ = ("head", "file_fd", "offset", "count", "sent", "total", "parts", "obj",
-                 "keep_alive", "status", "oid", "method", "range", "t0", "ts", "head_len",
+                 "keep_alive", "status", "oid", "method", "range", "t0", "head_len",
                  "acc", "aborted", "path")
 
     def __init__(self, head: bytes, obj: OpenObject | None, offset: int, count: int,
@@ -58,7 +60,6 @@ class Job:
         self.method = "GET"
         self.range: str | None = None
         self.t0 = 0.0
-        self.ts = 0.0
         self.path: bytes | None = None
 
     def next_part(self) -> bool:
@@ -98,14 +99,26 @@ class Handler:
 
     # -- the request --------------------------------------------------------
 
-    def head_too_large(self, conn) -> bool:
-        return sum(len(k) + len(v) for k, v in conn.headers.items()) > self.max_header_size
-
     def respond(self, conn) -> Job:
         parser = conn.parser
         method = parser.get_method()
         keep_alive = parser.should_keep_alive() and not self.closing
         url = conn.url
+        if method == b"GET" and keep_alive and conn.headers is None and self.tokens is None:
+            # The hot path: a plain GET of an object whose file is open. One dict lookup
+            # on the raw target; the head is rendered once a second per object.
+            obj = self.objects.by_url(url)
+            if obj is not None:
+                date = current_date()
+                if obj.head_date is not date:
+                    obj.head200 = (f"HTTP/1.1 200 OK\r\nServer: oca\r\nDate: {date}\r\n"
+                                   f"{obj.headers}Content-Length: {obj.size}\r\n"
+                                   "Connection: keep-alive\r\n\r\n").encode("latin-1")
+                    obj.head_date = date
+                job = Job(obj.head200, obj, 0, obj.size, 200, True)
+                job.oid = obj.id
+                job.t0 = conn.t0
+                return job
         if url.startswith(b"/o/"):
             job = self._object(conn, method, url, keep_alive)
         elif url == b"/health" or url.startswith(b"/health?"):
@@ -116,7 +129,6 @@ class Handler:
         if job.oid is None:
             job.path = url
         job.t0 = conn.t0
-        job.ts = conn.ts
         return job
 
     def _object(self, conn, method: bytes, url: bytes, keep_alive: bool) -> Job:
@@ -140,7 +152,7 @@ class Handler:
             return self._simple(503, method, False, oid)
         if self.tokens is not None:
             query = None if q < 0 else url[q + 1:].decode("latin-1")
-            if not self.tokens.check(oid, query, conn.ts):
+            if not self.tokens.check(oid, query, _time()):
                 return self._simple(403, method, keep_alive, oid)
         try:
             obj = self.objects.get(oid)
@@ -282,7 +294,6 @@ class Handler:
         """A malformed request: *status*, and the connection closes."""
         job = self._simple(status, b"GET", False, None, _ALLOW if status == 405 else ())
         job.t0 = conn.t0 or time.perf_counter()
-        job.ts = conn.ts or time.time()
         job.method = "-"
         return job
 
@@ -297,15 +308,29 @@ class Handler:
     # -- after the response -------------------------------------------------
 
     def done(self, conn, job: Job) -> None:
-        dur = time.perf_counter() - job.t0
-        body = job.body_bytes()
+        dur = _perf_counter() - job.t0
+        body = job.acc - job.head_len if not job.aborted else job.body_bytes()
+        if body < 0:
+            body = 0
         obj = job.obj
-        tier = obj.tier if obj is not None else None
-        self.metrics.record(job.status, tier, body, dur, _FASTPATH)
+        if obj is None:
+            self.metrics.record(job.status, None, body, dur, _FASTPATH)
+            if self.logging:
+                self.access_log.log(_time(), job.method, job.oid, job.status, body, job.range,
+                                    conn.client, dur * 1000.0, None,
+                                    None if job.path is None else job.path.decode("latin-1"))
+            return
+        self.metrics.record(job.status, obj.tier, body, dur, _FASTPATH)
         if self.logging:
-            self.access_log.log(job.ts + dur, job.method, job.oid, job.status, body, job.range,
-                                conn.client, dur * 1000.0, tier,
-                                None if job.path is None else job.path.decode("latin-1"))
+            method = job.method
+            prefix = (obj.log_get if method == "GET" else obj.log_head if method == "HEAD"
+                      else None)
+            if prefix is None:
+                self.access_log.log(_time(), method, job.oid, job.status, body, job.range,
+                                    conn.client, dur * 1000.0, obj.tier)
+            else:
+                self.access_log.log_object(_time(), prefix, job.status, body, job.range,
+                                           conn.client_json, dur * 1000.0, obj.log_tier)
 
 
 def _s(value: bytes | None) -> str | None:

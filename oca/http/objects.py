@@ -23,6 +23,7 @@ from collections import OrderedDict
 from ..storage import Store
 from ..storage.disk import FAILED, error_state
 from ..storage.lookup import ObjectLocation, build_serving_map, location
+from .accesslog import json_str, object_prefix
 from .head import http_date
 
 log = logging.getLogger("oca.serve")
@@ -39,7 +40,8 @@ class OpenObject:
     """An object opened for serving, with its response headers rendered once."""
 
     __slots__ = ("id", "fd", "size", "etag", "tier", "content_type", "mtime", "disk",
-                 "last_modified", "headers")
+                 "last_modified", "headers", "url", "log_get", "log_head", "log_tier",
+                 "head_date", "head200")
 
     def __init__(self, object_id: str, fd: int, loc: ObjectLocation):
         self.id = object_id
@@ -54,6 +56,14 @@ class OpenObject:
         # RFC 9110 8.8.3 (strong ETag from the content digest), 8.8.2, 8.3, 14.3.
         self.headers = (f"ETag: {self.etag}\r\nLast-Modified: {self.last_modified}\r\n"
                         f"Content-Type: {loc.content_type}\r\nAccept-Ranges: bytes\r\n")
+        self.url = b"/o/" + object_id.encode()
+        # Access-log fragments, rendered once per open object instead of per request.
+        self.log_get = object_prefix("GET", object_id)
+        self.log_head = object_prefix("HEAD", object_id)
+        self.log_tier = json_str(loc.tier)
+        # The keep-alive 200 head of the current second (handler.py's fast path).
+        self.head_date = ""
+        self.head200 = b""
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
@@ -67,6 +77,7 @@ class ObjectTable:
         self.store = store
         self.cache_size = cache_size
         self.open: OrderedDict[str, OpenObject] = OrderedDict()
+        self.urls: dict[bytes, OpenObject] = {}  # b"/o/<id>" -> the same open objects
         self.servable: set[str] = set()
         self.disk_states: dict[str, str] = {}
         t0 = time.monotonic()
@@ -98,9 +109,22 @@ class ObjectTable:
             return None
         obj = OpenObject(object_id, fd, loc)
         self.open[object_id] = obj
+        self.urls[obj.url] = obj
         if len(self.open) > self.cache_size:
-            self.open.popitem(last=False)
+            self._forget(self.open.popitem(last=False)[1])
         return obj
+
+    def by_url(self, url: bytes) -> OpenObject | None:
+        """The open object for the request target ``/o/<id>`` (exact bytes), when it is
+        in the cache: the hot path, with no parsing and no id check (done on open)."""
+        obj = self.urls.get(url)
+        if obj is not None:
+            self.open.move_to_end(obj.id)
+        return obj
+
+    def _forget(self, obj: OpenObject | None) -> None:
+        if obj is not None and self.urls.get(obj.url) is obj:
+            del self.urls[obj.url]
 
     def fail_disk(self, disk: str, reason: str) -> None:
         """An I/O error while serving: record the failure (sticky, in the index)."""
@@ -115,7 +139,7 @@ class ObjectTable:
 
     def _drop_disk(self, disk: str) -> None:
         for oid in [oid for oid, obj in self.open.items() if obj.disk == disk]:
-            del self.open[oid]
+            self._forget(self.open.pop(oid))
 
     def refresh_disks(self) -> None:
         self.store.reload_disks()
@@ -135,6 +159,7 @@ class ObjectTable:
             t0 = time.monotonic()
             self.seq, self.map = build_serving_map(self.store.index)
             self.open.clear()
+            self.urls.clear()
             log.info("serving map reloaded: %d objects in %.2f s", len(self.map),
                      time.monotonic() - t0)
             return
@@ -144,7 +169,7 @@ class ObjectTable:
                 self.map.pop(oid, None)
             else:
                 self.map[oid] = loc
-            self.open.pop(oid, None)
+            self._forget(self.open.pop(oid, None))
         self.seq = seq
 
     @property

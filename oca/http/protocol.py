@@ -31,6 +31,7 @@ import httptools
 
 import _fastpath
 
+from .accesslog import json_str
 from .handler import Handler, Job
 
 log = logging.getLogger("oca.serve")
@@ -46,6 +47,7 @@ _FASTPATH = _fastpath.IMPLEMENTATION == "cython"
 # Deadlines are taken from the clock, not from the sweep's time: a time up to a second
 # old would cut a 1 s timeout to anything between nothing and a second.
 _monotonic = time.monotonic
+_perf_counter = time.perf_counter
 
 # RFC 9112 section 3: method (a token) SP request-target SP HTTP-version.
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) [!-~]+ HTTP/1\.[01]\r?\n")
@@ -57,8 +59,8 @@ IDLE, READING, WRITING, CLOSED = 0, 1, 2, 3
 class Connection:
     """One client connection: parse requests, send responses, in order."""
 
-    __slots__ = ("server", "sock", "fd", "client", "parser", "state", "deadline",
-                 "url", "headers", "head_bytes", "body_bytes", "t0", "ts",
+    __slots__ = ("server", "sock", "fd", "client", "client_json", "parser", "state",
+                 "deadline", "url", "headers", "head_bytes", "body_bytes", "t0",
                  "current", "queue", "reading", "closing")
 
     def __init__(self, server: WorkerServer, sock: socket.socket, client: str):
@@ -66,15 +68,17 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.client = client
+        self.client_json = json_str(client)
         self.parser = httptools.HttpRequestParser(self)
         self.state = IDLE
         self.deadline = _monotonic() + server.keepalive_timeout
+        # Per-request fields, reset after each request (not in on_message_begin: one
+        # Python callback less per request).
         self.url = b""
-        self.headers: dict[bytes, bytes] = {}
+        self.headers: dict[bytes, bytes] | None = None  # only the headers we act on
         self.head_bytes = 0
         self.body_bytes = 0
         self.t0 = 0.0
-        self.ts = 0.0
         self.current: Job | None = None
         self.queue: deque[Job] | None = None
         self.reading = True
@@ -128,31 +132,29 @@ class Connection:
 
     # httptools callbacks ---------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = {}
-        self.body_bytes = 0
-        self.t0 = time.perf_counter()
-        self.ts = time.time()
-        self.state = READING
-
     def on_url(self, url: bytes) -> None:
+        if not self.url:
+            self.t0 = _perf_counter()
         self.url += url
         if len(self.url) > self.server.max_url_size:
             self.reject(414)
             raise httptools.HttpParserError("URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Only the headers we act on are kept, by their lower-case name.
+        # Only the headers we act on are kept, by their lower-case name. The whole head
+        # is bounded in on_readable; one kept header alone by max_header_size.
         key = name.lower()
         if key in _WANTED:
-            self.headers[key] = value
+            if len(value) > self.server.max_header_size:
+                self.reject(431)
+                raise httptools.HttpParserError("header too large")
+            if self.headers is None:
+                self.headers = {key: value}
+            else:
+                self.headers[key] = value
 
     def on_headers_complete(self) -> None:
         self.head_bytes = -1  # the head is complete: no more head-size accounting
-        if self.server.handler.head_too_large(self):
-            self.reject(431)
-            raise httptools.HttpParserError("header too large")
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -166,7 +168,11 @@ class Connection:
             # connection (a send failed, too many pipelined requests): none is answered.
             return
         job = self.server.handler.respond(self)
+        self.url = b""
+        self.headers = None
+        self.body_bytes = 0
         self.head_bytes = 0
+        self.t0 = 0.0
         self.state = IDLE
         if self.current is None:
             self.start(job)
