@@ -66,6 +66,14 @@ class BackboneSpec:
     name: str
     url: str
     tiers: dict[str, int]
+    # Extension of DESIGN.md's topology: the node's own fill window (links into it carry
+    # fills only then); (0, 0) is the whole day, as when the JSON has none.
+    fill_window: tuple[int, int] = (0, 0)
+
+    @property
+    def window_seconds(self) -> int:
+        start, end = self.fill_window
+        return (end - start) % 86400 or 86400
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,15 @@ class Demand:
     lines: int = 0
     malformed: int = 0
     unknown_objects: int = 0  # lines naming an id not in the catalog
+    # Added by logs.py (docs/fill-inputs.md): lines of a known object whose status is not
+    # demand (400, 403, 416, 500, ...); the time span of the valid lines (NaN when none);
+    # per object number, the fleet-wide requests (not decayed) in the first day after
+    # the object's catalog `release` (logs.FIRST_DAY), the forecaster's evidence of how
+    # big a release's first day gets. Empty when built without logs.py.
+    ignored_status: int = 0
+    start_ts: float = float("nan")
+    end_ts: float = float("nan")
+    first_day: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
