@@ -38,6 +38,9 @@ setup(
         "tqdm>=4.66",  # progress bars on a terminal for long jobs (verify, demo)
         "httptools>=0.6",  # llhttp, the HTTP/1.1 parser of oca serve (no hand-written parser)
         "uvloop>=0.19; sys_platform != 'win32'",  # the event loop of oca serve's workers
+        "numpy>=1.26",  # oca-fill: per-object arrays (forecast, placement, scheduling)
+        "polars>=1.0",  # oca-fill: streaming JSONL access logs and the catalog CSV, in Rust
+        "distributed>=2024.1",  # oca-fill plan --dask: sites on a Dask cluster (and tests)
     ],
     extras_require={
         "test": [
