@@ -1,0 +1,281 @@
+"""Fill manifests: write tonight's, read last night's (``--previous``).
+
+One file per appliance and per backbone node, ``<node>.json``: canonical JSON (keys
+sorted, no spaces, ASCII with \\u escapes), one object per line, byte-identical for the
+same plan (docs/fill-placement.md#manifest):
+
+    {"appliance":"isp-a1","delete":["t0000003-480p.mp4"],"generated":1795000000,"objects":[
+    {"id":"t0000001-1080p.mp4","size":734003200,"source":"isp-a1","tier":"ssd","wave":0,"xxh3":null},
+    {"id":"t0000002-2160p.mp4","size":2147483648,"source":"bb1","tier":"hdd","wave":1,"xxh3":"..."}
+    ]}
+
+``objects`` is everything the node holds after tonight, by id: what it keeps has itself
+as ``source`` and wave 0; what it adds has the node to copy from and the wave of the copy
+(a source holds the object before the wave starts). Additions the backbone deferred are
+left out. ``delete`` lists, by id, what it held and must drop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .model import TIERS, Catalog, SitePlan
+
+__all__ = ["read_previous", "write_manifests", "manifest_bytes"]
+
+_TIERS = frozenset(TIERS)
+_TIER_NAME = {t: t for t in TIERS}
+_PLAIN = re.compile(r'[^\x20-\x7e]|["\\]')  # characters json.dumps would escape
+
+
+def read_previous(directory: str | os.PathLike,
+                  nodes: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    """appliance -> {id: tier} from every ``<appliance>.json`` in *directory*, or only from
+    those of *nodes* (a node without a file is left out: it held nothing).
+
+    Objects without a tier are left out. Raises InputError naming the file and the field
+    for anything that is not a manifest.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: previous manifests: not a directory")
+    if nodes is None:
+        # Dot-files are a writer's temporary files.
+        paths = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    else:
+        paths = [p for p in (folder / _file_name(n) for n in nodes) if p.is_file()]
+    out: dict[str, dict[str, str]] = {}
+    for path in paths:
+        name, held = _read_one(path)
+        out[name] = held
+    return out
+
+
+def _read_one(path: Path) -> tuple[str, dict[str, str]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{path}: not a manifest: {e}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: "
+                         f"{e.msg}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: not a manifest: expected a JSON object")
+    name = doc.get("appliance")
+    if not isinstance(name, str):
+        raise InputError(f"{path}: appliance: expected a string, got {_kind(name)}")
+    if name != path.stem:
+        raise InputError(f"{path}: appliance: {name!r} does not match the file name")
+    objects = doc.get("objects")
+    if not isinstance(objects, list):
+        raise InputError(f"{path}: objects: expected a list, got {_kind(objects)}")
+    try:
+        # One shared str per tier: ~50 bytes an object less than json's own strings.
+        held = {o["id"]: _TIER_NAME[o["tier"]] for o in objects if o.get("tier") is not None}
+        ok = set(map(type, held)) <= {str}
+    except (TypeError, KeyError, AttributeError):
+        ok = False
+    if not ok:
+        _find_bad_object(path, objects)
+    return name, held
+
+
+def _find_bad_object(path: Path, objects: list) -> None:
+    for i, o in enumerate(objects):
+        where = f"{path}: objects[{i}]"
+        if not isinstance(o, dict):
+            raise InputError(f"{where}: expected an object, got {_kind(o)}")
+        tier = o.get("tier")
+        if tier is None:
+            continue
+        if not isinstance(o.get("id"), str):
+            raise InputError(f"{where}.id: expected a string, got {_kind(o.get('id'))}")
+        if not isinstance(tier, str) or tier not in _TIERS:
+            raise InputError(f"{where}.tier: unknown tier {tier!r} "
+                             f"(expected one of {', '.join(TIERS)})")
+    raise InputError(f"{path}: objects: not a list of {{id, tier}} objects")  # unreachable
+
+
+def _kind(v) -> str:
+    return "nothing" if v is None else type(v).__name__
+
+
+def write_manifests(out_dir: str | os.PathLike, site_plans: Iterable[SitePlan],
+                    backbone_plans: Iterable[SitePlan], schedule, catalog: Catalog,
+                    generated: float) -> list[Path]:
+    """Write ``<node>.json`` for every appliance of *site_plans* and every node of
+    *backbone_plans*, atomically (temporary file, then rename); returns the paths in plan
+    order.
+
+    *schedule* (backbone.py) gives each addition's source and wave: through
+    ``schedule.transfers.to(node)`` (arrays ``obj``, ``source``, ``wave`` with ``names``)
+    when it has it, else ``schedule.source_of(node, obj) -> (source, wave) | None``; an
+    addition without one is deferred and left out.
+    """
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for plan in [*site_plans, *backbone_plans]:
+        for node in plan.holdings:
+            data = manifest_bytes(node, plan, schedule, catalog, generated)
+            paths.append(_write_atomic(folder, node, data))
+    return paths
+
+
+def manifest_bytes(node: str, plan: SitePlan, schedule, catalog: Catalog,
+                   generated: float) -> bytes:
+    """One node's manifest, as written by `write_manifests`."""
+    objs = np.asarray(plan.holdings[node], dtype=np.int64)
+    tier = np.asarray(plan.tiers[node], dtype=np.int64)
+    added = np.asarray(plan.added.get(node, ()), dtype=np.int64)
+    is_added = np.zeros(len(objs), dtype=bool)
+    if len(added):
+        j = np.minimum(np.searchsorted(objs, added), max(len(objs) - 1, 0))
+        if len(objs) == 0 or not np.array_equal(objs[j], added):
+            raise ValueError(f"plan of {plan.site}: {node}: an added object is not held")
+        is_added[j] = True
+    # Source (index into `names`, 0 = the node itself) and wave of every object.
+    names, src, wave = _sources(node, objs[is_added], schedule)
+    source = np.zeros(len(objs), dtype=np.int64)
+    waves = np.zeros(len(objs), dtype=np.int64)
+    source[is_added] = src
+    waves[is_added] = wave
+    keep = source >= 0  # deferred additions are left out
+    objs, tier, source, waves = objs[keep], tier[keep], source[keep], waves[keep]
+
+    head = (f'{{"appliance":{_json(node)},"delete":{_json(list(plan.deleted.get(node, ())))},'
+            f'"generated":{_json(_number(generated))},"objects":[\n').encode()
+    body = _object_lines(catalog, objs, tier, source, waves, names)
+    return head + body + b"]}\n"
+
+
+def _sources(node: str, objs: np.ndarray, schedule) -> tuple[list[str], np.ndarray,
+                                                             np.ndarray]:
+    """(names, source index into names or -1 when deferred, wave) for added *objs*;
+    names[0] is *node*."""
+    names = [node]
+    src = np.full(len(objs), -1, dtype=np.int64)
+    wave = np.zeros(len(objs), dtype=np.int64)
+    if not len(objs):
+        return names, src, wave
+    table = getattr(getattr(schedule, "transfers", None), "to", None)
+    if table is not None:
+        t = table(node)
+        t_obj = np.asarray(t.obj, dtype=np.int64)
+        if len(t_obj):
+            j = np.minimum(np.searchsorted(t_obj, objs), len(t_obj) - 1)
+            hit = t_obj[j] == objs
+            used, code = _dense_codes(np.asarray(t.source, dtype=np.int64)[j[hit]])
+            names += [t.names[k] for k in used.tolist()]
+            src[hit] = code + 1
+            wave[hit] = np.asarray(t.wave, dtype=np.int64)[j[hit]]
+        return names, src, wave
+    index = {node: 0}
+    for i, o in enumerate(objs.tolist()):
+        got = schedule.source_of(node, o)
+        if got is None:
+            continue
+        name, w = got
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        src[i] = index[name]
+        wave[i] = int(w)
+    return names, src, wave
+
+
+def _object_lines(catalog: Catalog, objs: np.ndarray, tier: np.ndarray, source: np.ndarray,
+                  waves: np.ndarray, names: list[str]) -> bytes:
+    """The object lines, each ``{...},\\n`` but the last ``{...}\\n``.
+
+    Each line is three fixed-width byte fields, NUL-padded: the object's own part up to
+    ``"source":`` (cached per catalog), the part for its (source, tier, wave), and its
+    ``xxh3`` part. Gluing the fields as byte rows and dropping the NULs is a few memory
+    copies instead of a Python string operation per object (~10^5 per appliance).
+    """
+    if not len(objs):
+        return b""
+    heads, tails = _catalog_fields(catalog)
+    w_count = int(waves.max()) + 1
+    keys, code = _dense_codes((source * len(TIERS) + tier) * w_count + waves)
+    mids = []
+    for k in keys.tolist():
+        s, rest = divmod(k, len(TIERS) * w_count)
+        t, w = divmod(rest, w_count)
+        mids.append(f'{_json(names[s])},"tier":"{TIERS[t]}","wave":{w},"xxh3":'.encode())
+    mid = np.array(mids, dtype=bytes)
+    parts = [heads[objs], mid[code], tails[objs]]
+    n = len(objs)
+    width = sum(p.dtype.itemsize for p in parts)
+    rows = np.empty((n, width), dtype=np.uint8)
+    at = 0
+    for p in parts:
+        w = p.dtype.itemsize
+        rows[:, at:at + w] = p.view(np.uint8).reshape(n, w)
+        at += w
+    data = rows.tobytes().translate(None, b"\x00")
+    return data[:-2] + b"\n"  # the last line has no comma
+
+
+def _dense_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values ascending, index of each x among them) for small non-negative
+    integers: np.unique without its sort."""
+    present = np.bincount(x) > 0
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[x]
+
+
+_CACHE: dict = {}
+
+
+def _catalog_fields(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """Per object: b'{"id":ID,"size":N,"source":' and b'XXH3},\\n' as fixed-width bytes."""
+    if _CACHE.get("ids") is catalog.ids:
+        return _CACHE["fields"]
+    ids = catalog.ids.tolist()
+    digests = [_json(x) if isinstance(x, str) else "null" for x in catalog.xxh3.tolist()]
+    if _PLAIN.search("".join(ids)) is None:
+        quoted = np.strings.add(np.strings.add(b'"', np.array(ids, dtype=bytes)), b'"')
+    else:
+        quoted = np.array([_json(i).encode() for i in ids], dtype=bytes)
+    sizes = np.asarray(catalog.size, dtype=np.int64).astype(bytes)
+    heads = np.strings.add(np.strings.add(np.strings.add(b'{"id":', quoted), b',"size":'),
+                           np.strings.add(sizes, b',"source":'))
+    tails = np.strings.add(np.array(digests, dtype=bytes), b"},\n")
+    _CACHE.clear()
+    _CACHE.update(ids=catalog.ids, fields=(heads, tails))
+    return heads, tails
+
+
+def _json(v) -> str:
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=True)
+
+
+def _number(x: float) -> int | float:
+    x = float(x)
+    return int(x) if x.is_integer() else x
+
+
+def _file_name(node: str) -> str:
+    if not node or "/" in node or "\0" in node or node.startswith("."):
+        raise InputError(f"node name {node!r} cannot be a manifest file name")
+    return f"{node}.json"
+
+
+def _write_atomic(folder: Path, node: str, data: bytes) -> Path:
+    path = folder / _file_name(node)
+    tmp = folder / f".{node}.json.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,265 @@
+"""Fill manifests: the format, determinism, atomic writes, reading them back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from fill.errors import InputError
+from fill.manifest import manifest_bytes, read_previous, write_manifests
+from fill.model import TIERS, ApplianceSpec, Site, SitePlan
+from fill.placement import PlacementParams, place_site
+
+from .test_placement import fleets, make_catalog, make_fc, make_site
+
+NOW = 1_795_000_000
+
+
+class ScalarSchedule:
+    """A schedule that only answers source_of: origin in wave 1 for even objects,
+    the peer isp-a0 in wave 2 for odd ones; multiples of 5 are deferred."""
+
+    def source_of(self, node: str, obj: int) -> tuple[str, int] | None:
+        if obj % 5 == 0:
+            return None
+        return ("origin", 1) if obj % 2 == 0 else ("isp-a0", 2)
+
+
+class AllFilled:
+    """Every addition comes from the origin in wave 1."""
+
+    def source_of(self, node: str, obj: int) -> tuple[str, int] | None:
+        return ("origin", 1)
+
+
+@dataclass
+class _Table:
+    names: tuple[str, ...]
+    obj: np.ndarray
+    source: np.ndarray
+    wave: np.ndarray
+
+
+class _Transfers:
+    def __init__(self, plans: list[SitePlan]):
+        self.plans = plans
+
+    def to(self, node: str) -> _Table:
+        names = ("origin", "bb1", "isp-a0")
+        for p in self.plans:
+            if node in p.added:
+                a = p.added[node]
+                a = a[a % 5 != 0]
+                return _Table(names, a, np.where(a % 2 == 0, 0, 2).astype(np.int32),
+                              np.where(a % 2 == 0, 1, 2).astype(np.int32))
+        return _Table(names, np.zeros(0, np.int64), np.zeros(0, np.int32),
+                      np.zeros(0, np.int32))
+
+
+class TableSchedule:
+    """The same answers through the arrays of backbone.Schedule.transfers."""
+
+    def __init__(self, plans: list[SitePlan]):
+        self.transfers = _Transfers(plans)
+
+
+def two_plans():
+    cat = make_catalog([100, 200, 300, 400, 500, 600, 700],
+                       xxh3=[None, "0" * 32, "ab" * 16, None, "f" * 32, None, "12" * 16])
+    site = make_site([{"ssd": 500, "hdd": 1000}, {"hdd": 900}])
+    fc = make_fc([0, 1, 2, 3, 4, 5, 6], [7.0, 6, 5, 4, 3, 2, 1])
+    prev = {"isp-a0": {"obj00000": "hdd", "old-title": "ssd"}, "isp-a1": {"obj00006": "hdd"}}
+    plan = place_site(site, cat, fc, prev, PlacementParams())
+    node = Site("bb1", None, (0, 0), (ApplianceSpec("bb1", "", 1e9, {"hdd": 10_000}),))
+    bb = place_site(node, cat, make_fc(range(7), [1.0] * 7, site="bb1"), {}, PlacementParams())
+    return cat, plan, bb
+
+
+@pytest.mark.parametrize("kind", ["scalar", "table"])
+def test_format(tmp_path, kind):
+    cat, plan, bb = two_plans()
+    sched = ScalarSchedule() if kind == "scalar" else TableSchedule([plan, bb])
+    paths = write_manifests(tmp_path / "out", [plan], [bb], sched, cat, NOW)
+    assert [p.name for p in paths] == ["isp-a0.json", "isp-a1.json", "bb1.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+    for p in paths:
+        doc = json.loads(p.read_bytes())
+        node = p.stem
+        assert list(doc) == ["appliance", "delete", "generated", "objects"]
+        assert doc["appliance"] == node and doc["generated"] == NOW
+        assert doc["delete"] == plan.deleted.get(node, [])
+        ids = [o["id"] for o in doc["objects"]]
+        assert ids == sorted(ids)
+        held = dict(zip(plan.holdings.get(node, bb.holdings.get(node)).tolist(),
+                        plan.tiers.get(node, bb.tiers.get(node)).tolist(), strict=True))
+        added = set(plan.added.get(node, bb.added.get(node)).tolist())
+        expect = []
+        for o, t in held.items():
+            if o in added:
+                if o % 5 == 0:
+                    continue  # deferred: not in tonight's manifest
+                src, wave = ("origin", 1) if o % 2 == 0 else ("isp-a0", 2)
+            else:
+                src, wave = node, 0
+            expect.append({"id": cat.ids[o], "size": int(cat.size[o]), "source": src,
+                           "tier": TIERS[t], "wave": wave, "xxh3": cat.xxh3[o]})
+        assert doc["objects"] == expect
+        # Canonical: sorted keys, no spaces, one object per line.
+        text = p.read_text()
+        lines = text.splitlines()
+        assert lines[0] == (f'{{"appliance":"{node}","delete":'
+                            f'{json.dumps(doc["delete"], separators=(",", ":"))},'
+                            f'"generated":{NOW},"objects":[')
+        assert lines[-1] == "]}" and text.endswith("]}\n")
+        for line, o in zip(lines[1:-1], doc["objects"], strict=True):
+            assert line.rstrip(",") == json.dumps(o, sort_keys=True, separators=(",", ":"))
+    a0 = json.loads(paths[0].read_bytes())
+    assert a0["delete"] == ["old-title"]
+    assert {"id": "obj00000", "size": 100, "source": "isp-a0", "tier": "ssd", "wave": 0,
+            "xxh3": None} in a0["objects"]
+
+
+def test_both_schedule_interfaces_give_the_same_bytes():
+    cat, plan, bb = two_plans()
+    for node in plan.holdings:
+        assert manifest_bytes(node, plan, ScalarSchedule(), cat, NOW) == \
+            manifest_bytes(node, plan, TableSchedule([plan]), cat, NOW)
+
+
+def test_generated_and_odd_ids(tmp_path):
+    ids = ["plain", 'quo"te', "caf\u00e9", "tab\tbed"]
+    cat = make_catalog([1, 2, 3, 4])
+    cat = type(cat)(np.array(sorted(ids), dtype=object), cat.size, cat.xxh3, cat.title,
+                    tuple(sorted(ids)), cat.kind, cat.release)
+    site = make_site([{"hdd": 100}])
+    prev = {"isp-a0": {"gone\u2603": "hdd"}}
+    plan = place_site(site, cat, make_fc(range(4), [1.0] * 4), prev, PlacementParams())
+    (path,) = write_manifests(tmp_path, [plan], [], AllFilled(), cat, 1.5)
+    raw = path.read_bytes()
+    assert raw.isascii()
+    doc = json.loads(raw)
+    assert doc["generated"] == 1.5
+    assert [o["id"] for o in doc["objects"]] == sorted(ids)
+    assert doc["delete"] == ["gone\u2603"]
+    assert read_previous(tmp_path) == {"isp-a0": {o["id"]: "hdd" for o in doc["objects"]}}
+
+
+def test_empty_manifest(tmp_path):
+    cat = make_catalog([10])
+    plan = place_site(make_site([{"hdd": 5}]), cat, make_fc([0], [1.0]), {}, PlacementParams())
+    (path,) = write_manifests(tmp_path, [plan], [], ScalarSchedule(), cat, NOW)
+    assert path.read_text() == (f'{{"appliance":"isp-a0","delete":[],"generated":{NOW},'
+                                f'"objects":[\n]}}\n')
+    assert read_previous(tmp_path) == {"isp-a0": {}}
+
+
+def test_write_is_atomic_and_replaces(tmp_path):
+    cat, plan, bb = two_plans()
+    (tmp_path / "isp-a0.json").write_text("old")
+    write_manifests(tmp_path, [plan], [bb], ScalarSchedule(), cat, NOW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb1.json", "isp-a0.json",
+                                                           "isp-a1.json"]
+    assert json.loads((tmp_path / "isp-a0.json").read_bytes())["appliance"] == "isp-a0"
+
+
+def test_unsafe_node_name(tmp_path):
+    cat = make_catalog([1])
+    plan = SitePlan("x", {"../evil": np.zeros(0, np.int64)}, {"../evil": np.zeros(0, np.int8)},
+                    {}, {}, 0.0, 0)
+    with pytest.raises(InputError, match="evil"):
+        write_manifests(tmp_path, [plan], [], ScalarSchedule(), cat, NOW)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(fleets())
+def test_deterministic_bytes_and_round_trip(tmp_path_factory, fleet):
+    cat, site, fc, previous, params = fleet
+    out = [tmp_path_factory.mktemp("m") for _ in range(2)]
+    for d in out:
+        plan = place_site(site, cat, fc, previous, params)
+        write_manifests(d, [plan], [], ScalarSchedule(), cat, NOW)
+    files = sorted(p.name for p in out[0].iterdir())
+    assert files == sorted(p.name for p in out[1].iterdir())
+    for name in files:
+        assert (out[0] / name).read_bytes() == (out[1] / name).read_bytes()
+    # What the manifests say is what the next night's planning starts from.
+    back = read_previous(out[0])
+    for a in site.appliances:
+        written = {cat.ids[o]: TIERS[t] for o, t in zip(plan.holdings[a.name].tolist(),
+                                                         plan.tiers[a.name].tolist(),
+                                                         strict=True)
+                   if o not in set(plan.added[a.name].tolist()) or o % 5 != 0}
+        assert back[a.name] == written
+
+
+def test_plan_from_manifests_is_stable(tmp_path):
+    rng = np.random.default_rng(3)
+    cat = make_catalog(rng.integers(1, 100, 400))
+    site = make_site([{"ssd": 500, "flash": 1000, "hdd": 3000}] * 4, serve=1.0)
+    fc = make_fc(range(400), rng.pareto(1.0, 400), rng.exponential(1.0, 400))
+    first = place_site(site, cat, fc, {}, PlacementParams())
+    write_manifests(tmp_path, [first], [], AllFilled(), cat, NOW)
+    again = place_site(site, cat, fc, read_previous(tmp_path), PlacementParams())
+    assert again.churn_bytes == 0
+    assert all(d == [] for d in again.deleted.values())
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def _write(tmp_path, name: str, text: str):
+    (tmp_path / name).write_text(text)
+
+
+def test_read_previous_skips_objects_without_tier_and_temp_files(tmp_path):
+    _write(tmp_path, "a1.json", json.dumps({"appliance": "a1", "generated": 1, "delete": [],
+                                            "objects": [{"id": "x", "tier": "ssd"},
+                                                        {"id": "y", "tier": None},
+                                                        {"id": "z"}]}))
+    _write(tmp_path, ".a2.json.tmp", "garbage")
+    _write(tmp_path, ".a3.json", "garbage")
+    _write(tmp_path, "notes.txt", "garbage")
+    assert read_previous(tmp_path) == {"a1": {"x": "ssd"}}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"appliance": "a1", "objects": [', r"a1\.json: line 1 column \d+: invalid JSON"),
+    ("[]", r"a1\.json: not a manifest"),
+    ('{"objects": []}', r"a1\.json: appliance: expected a string"),
+    ('{"appliance": "a2", "objects": []}', r"a1\.json: appliance: 'a2' does not match"),
+    ('{"appliance": "a1"}', r"a1\.json: objects: expected a list"),
+    ('{"appliance": "a1", "objects": [{"id": "x", "tier": "ssd"}, 3]}',
+     r"a1\.json: objects\[1\]: expected an object"),
+    ('{"appliance": "a1", "objects": [{"id": 5, "tier": "ssd"}]}',
+     r"a1\.json: objects\[0\]\.id: expected a string"),
+    ('{"appliance": "a1", "objects": [{"tier": "ssd"}]}',
+     r"a1\.json: objects\[0\]\.id: expected a string, got nothing"),
+    ('{"appliance": "a1", "objects": [{"id": "x", "tier": "ram"}]}',
+     r"a1\.json: objects\[0\]\.tier: unknown tier 'ram'"),
+    ('{"appliance": "a1", "objects": [{"id": "x", "tier": ["ssd"]}]}',
+     r"a1\.json: objects\[0\]\.tier: unknown tier"),
+    (b"\xff\xfe".decode("latin-1"), r"a1\.json"),
+])
+def test_read_previous_errors_name_file_and_field(tmp_path, text, message):
+    _write(tmp_path, "a1.json", text)
+    with pytest.raises(InputError, match=message):
+        read_previous(tmp_path)
+
+
+def test_read_previous_needs_a_directory(tmp_path):
+    with pytest.raises(InputError, match="not a directory"):
+        read_previous(tmp_path / "missing")
+
+
+def test_read_previous_of_some_nodes(tmp_path):
+    cat, plan, bb = two_plans()
+    write_manifests(tmp_path, [plan], [bb], AllFilled(), cat, NOW)
+    everything = read_previous(tmp_path)
+    assert list(everything) == ["bb1", "isp-a0", "isp-a1"]
+    some = read_previous(tmp_path, ["isp-a1", "new-box", "isp-a0"])
+    assert list(some) == ["isp-a1", "isp-a0"]
+    assert some == {k: everything[k] for k in some}
