@@ -1,0 +1,168 @@
+"""`oca-fill plan` end to end: real files in, manifests out; local pool and Dask agree."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fill.plan import PlanRequest, run_plan
+
+OCA_FILL = Path(sys.executable).parent / "oca-fill"
+NOW = 1_795_000_000
+
+
+def make_inputs(root: Path, objects: int = 400, sites: int = 3, appliances: int = 3,
+                lines: int = 6000, seed: int = 3) -> dict:
+    """A small fleet: catalog CSV, topology JSON, two access logs (one gzipped)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    ids = [f"t{i // 4:04d}-{('2160p', '1080p', '720p', '480p')[i % 4]}.mp4"
+           for i in range(objects)]
+    sizes = rng.integers(100 << 20, 2 << 30, objects)
+    rows = ["id,size,title,release"] + [
+        f"{oid},{size},title{i // 4},{NOW - 86400 * 10}"
+        for i, (oid, size) in enumerate(zip(ids, sizes, strict=True))]
+    (root / "catalog.csv").write_text("\n".join(rows) + "\n")
+    topo = {"origin": {"name": "origin", "url": "http://127.0.0.1:9000"},
+            "backbone": [{"name": "bb1", "url": "http://127.0.0.1:9001",
+                          "tiers": {"ssd": "200G", "hdd": "2T"}}],
+            "sites": [], "links": [{"from": "origin", "to": "bb1", "gbps": 100}]}
+    names = []
+    for s in range(sites):
+        apps = []
+        for a in range(appliances):
+            names.append(f"s{s}a{a}")
+            apps.append({"name": names[-1], "url": f"http://127.0.0.1:{9100 + len(names)}",
+                         "serve_gbps": 10, "tiers": {"ssd": "20G", "flash": "40G",
+                                                     "hdd": "100G"}})
+        topo["sites"].append({"name": f"site{s}", "upstream": "bb1",
+                              "fill_window": "02:00-08:00", "appliances": apps})
+        topo["links"].append({"from": "bb1", "to": f"site{s}", "gbps": 10})
+    (root / "topology.json").write_text(json.dumps(topo))
+    p = 1.0 / np.arange(1, objects + 1)
+    p /= p.sum()
+    logs = []
+    for k in range(2):
+        out = []
+        for _ in range(lines // 2):
+            oid = ids[rng.choice(objects, p=p)]
+            out.append(json.dumps({
+                "ts": NOW - float(rng.random() * 86400 * 2), "appliance": str(rng.choice(names)),
+                "method": "GET", "object": oid, "status": 206,
+                "bytes": int(rng.integers(1 << 20, 4 << 20)), "range": "bytes=0-2097151",
+                "client": "192.0.2.1", "dur_ms": 1.0, "tier": "hdd"}))
+        out.append("this line is not JSON")
+        data = ("\n".join(out) + "\n").encode()
+        path = root / (f"access-{k}.jsonl" + (".gz" if k else ""))
+        path.write_bytes(gzip.compress(data) if k else data)
+        logs.append(path)
+    return {"catalog": root / "catalog.csv", "topology": root / "topology.json", "logs": logs}
+
+
+def plan_cli(inputs: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(OCA_FILL), "-q", "plan", "--catalog", str(inputs["catalog"]), "--topology",
+         str(inputs["topology"]), "--out", str(out), "--now", str(NOW), "--logs",
+         *map(str, inputs["logs"]), *extra], capture_output=True, text=True, timeout=300)
+
+
+def manifests(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict:
+    return make_inputs(tmp_path_factory.mktemp("fleet"))
+
+
+def test_plan_writes_one_manifest_per_node_in_the_contract_format(inputs, tmp_path):
+    r = plan_cli(inputs, tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["demand"]["malformed"] == 2
+    got = manifests(tmp_path / "out")
+    nodes = {f"s{s}a{a}.json" for s in range(3) for a in range(3)} | {"bb1.json"}
+    assert set(got) == nodes
+    catalog = {line.split(",")[0]: int(line.split(",")[1]) for line in
+               inputs["catalog"].read_text().splitlines()[1:]}
+    for name, data in got.items():
+        m = json.loads(data)
+        assert m["appliance"] == name[:-5]
+        assert m["generated"] == NOW
+        assert isinstance(m["delete"], list)
+        held = 0
+        for o in m["objects"]:
+            assert set(o) >= {"id", "size", "xxh3", "tier", "source", "wave"}
+            assert o["size"] == catalog[o["id"]]
+            assert o["tier"] in ("ssd", "flash", "hdd")
+            held += o["size"]
+        if name != "bb1.json":
+            assert held <= (20 + 40 + 100) << 30  # never over the appliance's capacity
+
+
+def test_same_inputs_give_byte_identical_manifests_and_no_churn(inputs, tmp_path):
+    assert plan_cli(inputs, tmp_path / "a").returncode == 0
+    assert plan_cli(inputs, tmp_path / "b", "--processes", "1").returncode == 0
+    first = manifests(tmp_path / "a")
+    assert first == manifests(tmp_path / "b")
+    # Re-planning on top of last night's manifests with the same demand changes nothing.
+    r = plan_cli(inputs, tmp_path / "c", "--previous", str(tmp_path / "a"), "--json")
+    assert r.returncode == 0, r.stderr
+    totals = json.loads(r.stdout)["totals"]
+    assert totals["added"]["objects"] == 0 and totals["deleted"]["objects"] == 0
+
+
+def test_dask_cluster_gives_the_same_manifests(inputs, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    common = dict(catalog=inputs["catalog"], logs=inputs["logs"],
+                  topology=inputs["topology"], now=NOW)
+    run_plan(PlanRequest(out=tmp_path / "local", processes=2, **common))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        run_plan(PlanRequest(out=tmp_path / "dask", dask=cluster.scheduler_address, **common))
+    local, dask = manifests(tmp_path / "local"), manifests(tmp_path / "dask")
+    assert local and local == dask
+
+
+def test_bad_inputs_exit_1_naming_the_file(inputs, tmp_path):
+    bad = tmp_path / "catalog.csv"
+    bad.write_text("id,size\nok.mp4,100\nbad.mp4,lots\n")
+    r = plan_cli({**inputs, "catalog": bad}, tmp_path / "out")
+    assert r.returncode == 1
+    assert r.stderr.startswith("oca-fill: error: ") and str(bad) in r.stderr
+    assert "line 3" in r.stderr and "size" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    r = subprocess.run([str(OCA_FILL), "plan", "--catalog", "x"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.startswith("oca-fill: error: ")
+
+
+def test_simulate_cli_reports_hit_ratios(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = ["ts,id,size"]
+    sizes = {f"o{i:03d}": int(rng.integers(1 << 20, 8 << 20)) for i in range(100)}
+    p = 1.0 / np.arange(1, 101)
+    p /= p.sum()
+    for k in range(4000):
+        oid = f"o{rng.choice(100, p=p):03d}"
+        rows.append(f"{NOW + k * 60},{oid},{sizes[oid]}")
+    (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
+    r = subprocess.run([str(OCA_FILL), "-q", "simulate", "--trace", str(tmp_path / "trace.csv"),
+                        "--capacity", "100M", "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    text = json.dumps(result)
+    assert "byte_hit_ratio" in text and "request_hit_ratio" in text
+    r = subprocess.run([str(OCA_FILL), "simulate", "--trace", str(tmp_path / "nope.csv"),
+                        "--capacity", "100M"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "nope.csv" in r.stderr
