@@ -17,8 +17,10 @@ APT_PACKAGES := e2fsprogs util-linux mount curl
 BENCH_APT_PACKAGES := nginx wrk
 # e.g. make bench-serve BENCH_SERVE_ARGS="--rounds 3 --workload small"
 BENCH_SERVE_ARGS ?=
+# e.g. make bench-fill BENCH_FILL_ARGS="--shapes A --capacities 0.1 --json fill.json"
+BENCH_FILL_ARGS ?=
 
-.PHONY: all install system-deps demo test lint bench bench-serve clean distclean
+.PHONY: all install system-deps demo test lint bench bench-serve bench-fill clean distclean
 
 all: install
 
@@ -59,6 +61,11 @@ bench: install
 bench-serve: install
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(BIN)/python bench/serve/run.py $(BENCH_SERVE_ARGS)
+
+# oca-fill simulate against libCacheSim (LRU, S3FIFO, ARC, WTinyLFU, Belady, BeladySize) on
+# generated traces (bench/fill/compare.py; traces kept in /tmp/oca-bench-fill).
+bench-fill: install
+	$(BIN)/python bench/fill/compare.py $(BENCH_FILL_ARGS)
 
 clean:
 	rm -rf build *.egg-info _fastpath/*.c _fastpath/*.so $(DEMO_DIR)

@@ -54,6 +54,10 @@ setup(
             # tests/http/test_serve.py: REDbot (HTTP lint: validators, ranges, caching
             # headers) checks the running server's responses end to end.
             "redbot>=2.7",
+            # bench/fill/compare.py and tests/fill/test_simulate.py: libCacheSim's LRU,
+            # S3FIFO, ARC, WTinyLFU and Belady/BeladySize, the peers of `oca-fill simulate`
+            # (0.3.5: the Python API used there, Request.next_access_vtime included).
+            "libcachesim>=0.3.5",
         ],
     },
     entry_points={

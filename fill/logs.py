@@ -70,6 +70,7 @@ _SCHEMA = {"ts": pl.Float64, "appliance": pl.String, "object": pl.String,
 _PIECE_LINES = 2048  # a block that fails to parse is retried in pieces of this many lines
 _RANGE_RE = r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$"  # one range; a list does not match
 _INT64 = 1 << 63
+_ROOM = 1 << 24  # (site, object) pairs the sums have room for before growing
 
 
 def read_demand(paths: Iterable[str | os.PathLike], catalog: Catalog, topology: Topology,
@@ -489,8 +490,11 @@ class _Sums:
         self.recent_half_life = float(recent_half_life)
         self.table = np.zeros(max(1, n_groups * self.n_obj), dtype=np.int32)
         self.count = 0
-        self.keys = np.empty(1 << 16, dtype=np.int64)
-        self.acc = self._fresh(1 << 16)
+        # Room for 16M (site, object) pairs from the start: calloc'd, so untouched rows
+        # cost no memory, and growing (a copy of everything) is rare.
+        room = min(max(1, n_groups * self.n_obj), _ROOM)
+        self.keys = np.zeros(room, dtype=np.int64)
+        self.acc = self._fresh(room)
         self.first_day = np.zeros(self.n_obj)
         self.start_ts = math.inf
         self.end_ts = -math.inf
@@ -576,7 +580,7 @@ class _Sums:
             return
         while cap < n:
             cap *= 2
-        keys = np.empty(cap, dtype=np.int64)
+        keys = np.zeros(cap, dtype=np.int64)
         keys[:self.count] = self.keys[:self.count]
         acc = self._fresh(cap)
         acc[:self.count] = self.acc[:self.count]

@@ -18,17 +18,14 @@ docs/fill-simulate.md has the definitions.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from oca.errors import OcaError, UsageError
+from oca.errors import UsageError
 from oca.units import format_size, parse_duration, parse_size
 
 from .model import (
@@ -45,7 +42,7 @@ from .model import (
 from .trace import Trace, read_trace
 
 __all__ = ["SITE", "APPLIANCE", "simulate", "split_index", "history_demand", "hindsight_holdings",
-           "format_text", "main"]
+           "format_text"]
 
 log = logging.getLogger("oca.fill.simulate")
 
@@ -322,33 +319,3 @@ def format_text(result: dict) -> str:
     if r["skipped_lines"]:
         lines.append(f"note: access-log lines skipped: {r['skipped_lines']}")
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fill.simulate``: the arguments of ``oca-fill simulate``."""
-    p = argparse.ArgumentParser(prog="oca-fill simulate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--trace", required=True, type=Path,
-                   help="CSV trace (ts,id,size[,bytes]) or access-log JSONL")
-    p.add_argument("--capacity", required=True, help="appliance capacity, e.g. 2T")
-    p.add_argument("--split", type=float, default=0.5,
-                   help="share of the trace's time span used as history (default 0.5)")
-    p.add_argument("--replan", default="24h", help="re-plan every DURATION; 0: plan once")
-    p.add_argument("--catalog", type=Path, help="catalog CSV (release dates, titles)")
-    p.add_argument("--json", action="store_true", help="all figures as JSON")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="oca-fill: %(message)s", stream=sys.stderr)
-    try:
-        result = simulate(args.trace, args.capacity, args.split, args.replan, args.catalog)
-    except OcaError as e:
-        print(f"oca-fill: error: {e}", file=sys.stderr)
-        return e.exit_code
-    if args.json:
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_text(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

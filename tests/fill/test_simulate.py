@@ -456,3 +456,21 @@ def test_history_demand_equals_the_log_reader(tmp_path: Path):
     assert got.lines == want.lines - want.ignored_status
 
 
+
+
+def test_oca_fill_simulate_command(tmp_path: Path, capsys):
+    """`oca-fill simulate` runs the real planner and prints the figures; a bad trace is
+    exit 1 with the file, line and field."""
+    from fill.cli import main
+
+    rows = [(t, o, s) for t, o, s in [(0, "a", 100), (1, "a", 100), (2, "b", 50),
+                                      (10, "a", 100), (11, "b", 50), (20, "a", 100)]]
+    trace = write_csv(tmp_path / "t.csv", rows, header="ts,id,size")
+    assert main(["-q", "simulate", "--trace", str(trace), "--capacity", "120",
+                 "--replan", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["replay_requests"], result["replay_bytes"]) == (3, 250)
+    assert result["plans"] == 1 and result["capacity"] == 120
+    bad = write_csv(tmp_path / "bad.csv", [(0, "a", 100), (1, "a", "x")], header="ts,id,size")
+    assert main(["-q", "simulate", "--trace", str(bad), "--capacity", "1T"]) == 1
+    assert f"{bad} line 3: field size: 'x' is not an integer" in capsys.readouterr().err
