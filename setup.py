@@ -16,7 +16,12 @@ if os.environ.get("OCA_NO_EXTENSIONS", "") in ("", "0"):
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        [Extension("_fastpath._sendfile", ["_fastpath/_sendfile.pyx"])],
+        [
+            Extension("_fastpath._sendfile", ["_fastpath/_sendfile.pyx"]),
+            # The connection loop; calls _sendfile's send_response_c at C level
+            # (_fastpath/_sendfile.pxd).
+            Extension("_fastpath._connection", ["_fastpath/_connection.pyx"]),
+        ],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         include_path=["_fastpath/includes"],
     )
@@ -30,7 +35,7 @@ setup(
     license="BSD-2-Clause",
     python_requires=">=3.11",
     packages=find_packages(include=["oca", "oca.*", "fill", "fill.*", "_fastpath"]),
-    package_data={"_fastpath": ["*.pyx", "includes/*.pxd", "includes/*.h"]},
+    package_data={"_fastpath": ["*.pyx", "*.pxd", "includes/*.pxd", "includes/*.h"]},
     ext_modules=ext_modules,
     install_requires=[
         "xxhash>=3.4",  # xxh3-128 digests: the contract's digest everywhere

@@ -71,11 +71,21 @@ def send_response(int sock_fd, bytes head not None, int file_fd, long long offse
     and ``OSError`` with the errno of any other failure (``BrokenPipeError``,
     ``ConnectionResetError``, ...); the connection is then unusable.
     """
+    return send_response_c(sock_fd, head, file_fd, offset, count, sent, budget)
+
+
+cdef long long send_response_c(int sock_fd, bytes head, int file_fd, long long offset,
+                               long long count, long long sent, long long budget) except -1:
+    # send_response without the Python call around it.
     cdef off_t done = sent
-    cdef const char *data = PyBytes_AS_STRING(head)
-    cdef size_t head_len = <size_t>PyBytes_GET_SIZE(head)
+    cdef const char *data
+    cdef size_t head_len
     cdef int rc
 
+    if head is None:
+        raise TypeError("head must be bytes, not None")
+    data = PyBytes_AS_STRING(head)
+    head_len = <size_t>PyBytes_GET_SIZE(head)
     if offset < 0 or count < 0 or sent < 0 or sent > <long long>head_len + count:
         raise response_args_error(head_len, offset, count, sent)
 

@@ -47,6 +47,14 @@ def object_prefix(method: str, object_id: str) -> str:
         f'{_json_str(object_id)}'
 
 
+def plain_get_fragments(object_id: str, size: int, tier: str | None) -> tuple[str, str]:
+    """The two fixed pieces of the line of a whole 200 to a plain GET of an object of *size*
+    bytes from *tier*, for :meth:`AccessLog.log_plain`: up to ``"client":`` and from
+    ``,"tier"`` to the end."""
+    return (f'{object_prefix("GET", object_id)},"status":200,"bytes":{size},"range":null,'
+            '"client":', f',"tier":{_tier_json(tier) or json.dumps(tier)}}}\n')
+
+
 def json_str(value: str | None) -> str:
     """A JSON string (or null), for fragments rendered once."""
     return "null" if value is None else _json_str(value)
@@ -61,7 +69,15 @@ class AccessLog:
 
     ``write_errors`` counts failed flushes (disk full, I/O error) and ``lines_dropped`` the
     lines they lost; ``last_error`` keeps the latest ``OSError``. Serving goes on regardless.
+
+    ``lines`` is the buffer. ``line_head`` is the text of a line up to its method for a
+    ``ts`` in ``[ms_start, ms_end)``; :meth:`set_millisecond` renders it for another one.
+    The compiled connection loop (``_fastpath``) writes the lines of :meth:`log_plain`
+    through these in C, flushing at ``MAX_BUFFERED_LINES``; every other caller calls the
+    methods.
     """
+
+    MAX_BUFFERED_LINES = MAX_BUFFERED_LINES
 
     def __init__(self, path: Path | None, appliance: str):
         """Open *path* for appending (creating it and its folder); ``None`` turns logging off.
@@ -74,14 +90,15 @@ class AccessLog:
         self.lines_dropped = 0
         self.last_error: OSError | None = None
         self._appliance_json = json.dumps(appliance)
-        self._buf: list[str] = []
+        self.lines: list[str] = []
         self._fd: int | None = None
         self._torn = False  # a failed write left a partial line at the end of the file
-        self._ms_start = self._ms_end = 0.0  # the millisecond _line_head was made for
-        self._line_head = ""
+        self.ms_start = self.ms_end = 0.0  # the millisecond line_head was made for
+        self.line_head = ""
         if self.path is None:
             self.log = self._log_nothing  # type: ignore[method-assign]
             self.log_object = self._log_nothing  # type: ignore[method-assign]
+            self.log_plain = self._log_nothing  # type: ignore[method-assign]
         else:
             self._fd = self._open()
 
@@ -112,16 +129,16 @@ class AccessLog:
         address; *dur_ms* the time taken in milliseconds; *tier* the tier that served the
         body or None.
         """
-        if not self._ms_start <= ts < self._ms_end:
-            self._set_millisecond(ts)
+        if not self.ms_start <= ts < self.ms_end:
+            self.set_millisecond(ts)
         if object_id is not None:
             obj = _json_str(object_id)
         else:
             obj = 'null,"path":' + ("null" if path is None else _json_str(path[:MAX_PATH_CHARS]))
         rng = "null" if range_header is None else _json_str(range_header[:MAX_RANGE_CHARS])
-        buf = self._buf
+        buf = self.lines
         buf.append(
-            f'{self._line_head}{_method_json(method) or _json_str(method[:MAX_METHOD_CHARS])}'
+            f'{self.line_head}{_method_json(method) or _json_str(method[:MAX_METHOD_CHARS])}'
             f',"object":{obj},"status":{status},"bytes":{body_bytes},"range":{rng},'
             f'"client":{_json_str(client)},"dur_ms":{dur_ms:.3f},'
             f'"tier":{_tier_json(tier) or json.dumps(tier)}}}\n'
@@ -134,23 +151,35 @@ class AccessLog:
                    tier_json: str) -> None:
         """:meth:`log` for an object request, from fragments rendered once per object and
         per connection (:func:`object_prefix`, :func:`json_str`): the hot path."""
-        if not self._ms_start <= ts < self._ms_end:
-            self._set_millisecond(ts)
+        if not self.ms_start <= ts < self.ms_end:
+            self.set_millisecond(ts)
         rng = "null" if range_header is None else _json_str(range_header[:MAX_RANGE_CHARS])
-        buf = self._buf
+        buf = self.lines
         buf.append(
-            f'{self._line_head}{prefix},"status":{status},"bytes":{body_bytes},"range":{rng},'
+            f'{self.line_head}{prefix},"status":{status},"bytes":{body_bytes},"range":{rng},'
             f'"client":{client_json},"dur_ms":{dur_ms:.3f},"tier":{tier_json}}}\n')
         if len(buf) >= MAX_BUFFERED_LINES:
             self.flush()
 
-    def _set_millisecond(self, ts: float) -> None:
+    def log_plain(self, ts: float, before: str, client_json: str, dur_ms: float,
+                  after: str) -> None:
+        """:meth:`log` for a whole 200 to a plain GET, from the two pieces of
+        :func:`plain_get_fragments` and the client's JSON string: the hottest path."""
+        if not self.ms_start <= ts < self.ms_end:
+            self.set_millisecond(ts)
+        buf = self.lines
+        buf.append(f'{self.line_head}{before}{client_json},"dur_ms":{dur_ms:.3f}{after}')
+        if len(buf) >= MAX_BUFFERED_LINES:
+            self.flush()
+
+    def set_millisecond(self, ts: float) -> None:
+        """Render ``line_head`` for the millisecond *ts* rounds to."""
         # Formatting a float costs ~190 ns; at more than one response per millisecond
         # most lines reuse the text of the millisecond they round to.
         ms = round(ts * 1000)
-        self._ms_start = (ms - 0.5) / 1000
-        self._ms_end = (ms + 0.5) / 1000
-        self._line_head = (f'{{"ts":{ms / 1000:.3f},"appliance":{self._appliance_json},'
+        self.ms_start = (ms - 0.5) / 1000
+        self.ms_end = (ms + 0.5) / 1000
+        self.line_head = (f'{{"ts":{ms / 1000:.3f},"appliance":{self._appliance_json},'
                            f'"method":')
 
     def _log_nothing(self, *args, **kwargs) -> None:
@@ -172,11 +201,11 @@ class AccessLog:
         must not stop the serving. If it left a partial line in the file, the next write
         starts with a newline so that the following lines stay whole.
         """
-        buf = self._buf
+        buf = self.lines
         if not buf or self._fd is None:
             buf.clear()
             return
-        lines = len(buf)
+        count = len(buf)
         head = b"\n" if self._torn else b""
         data = head + "".join(buf).encode("ascii")
         buf.clear()
@@ -192,7 +221,7 @@ class AccessLog:
             except OSError as e:
                 self.write_errors += 1
                 self.last_error = e
-                self.lines_dropped += lines - data.count(b"\n", len(head), written)
+                self.lines_dropped += count - data.count(b"\n", len(head), written)
                 if written:
                     self._torn = data[written - 1] != 0x0A
 

@@ -1,5 +1,5 @@
 """What to answer: from a parsed request and the object table to a Job (head bytes
-plus file segments). Nothing here sends; protocol.py does, through _fastpath.
+plus file segments). Nothing here sends; the connection loop (_fastpath.Connection) does.
 
 URLs (DESIGN.md): ``GET|HEAD /o/<id>``, ``/o/<id>/range/<first>-<last>`` (Open
 Connect style, answered 200 with just those bytes), ``?t=<expires>.<sig>`` when
@@ -30,7 +30,7 @@ _ALLOW = (("Allow", "GET, HEAD"),)
 _NO_STORE = (("Cache-Control", "no-store"),)
 _TEXT = "text/plain; charset=utf-8"
 _FASTPATH = _fastpath.IMPLEMENTATION == "cython"
-_perf_counter = time.perf_counter
+_monotonic = time.monotonic  # the clock of the connection's request times (conn.t0)
 _time = time.time
 
 
@@ -82,6 +82,11 @@ class Job:
 class Handler:
     """Decides the response to each request of one worker."""
 
+    REQUEST_HEADERS = frozenset({b"range", b"if-range", b"if-none-match",
+                                 b"if-modified-since", b"if-match", b"if-unmodified-since"})
+    """The request header fields acted on, by lower-case name: the connection keeps only
+    these (``conn.headers``); a request with none of them may take the plain-GET path."""
+
     def __init__(self, objects: ObjectTable, config, metrics, access_log, tokens=None,
                  fastpath_name: str = _fastpath.IMPLEMENTATION):
         self.objects = objects
@@ -104,21 +109,6 @@ class Handler:
         method = parser.get_method()
         keep_alive = parser.should_keep_alive() and not self.closing
         url = conn.url
-        if method == b"GET" and keep_alive and conn.headers is None and self.tokens is None:
-            # The hot path: a plain GET of an object whose file is open. One dict lookup
-            # on the raw target; the head is rendered once a second per object.
-            obj = self.objects.by_url(url)
-            if obj is not None:
-                date = current_date()
-                if obj.head_date is not date:
-                    obj.head200 = (f"HTTP/1.1 200 OK\r\nServer: oca\r\nDate: {date}\r\n"
-                                   f"{obj.headers}Content-Length: {obj.size}\r\n"
-                                   "Connection: keep-alive\r\n\r\n").encode("latin-1")
-                    obj.head_date = date
-                job = Job(obj.head200, obj, 0, obj.size, 200, True)
-                job.oid = obj.id
-                job.t0 = conn.t0
-                return job
         if url.startswith(b"/o/"):
             job = self._object(conn, method, url, keep_alive)
         elif url == b"/health" or url.startswith(b"/health?"):
@@ -130,6 +120,32 @@ class Handler:
             job.path = url
         job.t0 = conn.t0
         return job
+
+    # -- the hot path: plain keep-alive GETs of open objects (_fastpath.Connection) --
+
+    def plain_head(self, obj: OpenObject, now: float) -> None:
+        """Render the keep-alive 200 head of *obj* for the second of *now* (epoch): once a
+        second per object, not per request."""
+        obj.head200 = (f"HTTP/1.1 200 OK\r\nServer: oca\r\nDate: {current_date.at(now)}\r\n"
+                       f"{obj.headers}Content-Length: {obj.size}\r\n"
+                       "Connection: keep-alive\r\n\r\n").encode("latin-1")
+        second = float(now // 1)
+        obj.head_from = second
+        obj.head_until = second + 1.0
+
+    def plain_job(self, obj: OpenObject, t0: float) -> Job:
+        """The Job of a plain GET that did not go out in one call."""
+        job = Job(obj.head200, obj, 0, obj.size, 200, True)
+        job.oid = obj.id
+        job.t0 = t0
+        return job
+
+    def plain_done(self, conn, obj: OpenObject, dur: float) -> None:
+        """Count and log a plain GET sent whole in one call, *dur* seconds after its read."""
+        self.metrics.record(200, obj.tier, obj.size, dur, _FASTPATH)
+        if self.logging:
+            before, after = obj.log_plain
+            self.access_log.log_plain(_time(), before, conn.client_json, dur * 1000.0, after)
 
     def _object(self, conn, method: bytes, url: bytes, keep_alive: bool) -> Job:
         q = url.find(b"?")
@@ -293,7 +309,7 @@ class Handler:
     def error(self, conn, status: int) -> Job:
         """A malformed request: *status*, and the connection closes."""
         job = self._simple(status, b"GET", False, None, _ALLOW if status == 405 else ())
-        job.t0 = conn.t0 or time.perf_counter()
+        job.t0 = conn.t0 or _monotonic()
         job.method = "-"
         return job
 
@@ -308,7 +324,7 @@ class Handler:
     # -- after the response -------------------------------------------------
 
     def done(self, conn, job: Job) -> None:
-        dur = _perf_counter() - job.t0
+        dur = _monotonic() - job.t0
         body = job.acc - job.head_len if not job.aborted else job.body_bytes()
         if body < 0:
             body = 0

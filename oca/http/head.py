@@ -72,7 +72,10 @@ class DateCache:
         self._value = ""
 
     def __call__(self) -> str:
-        now = self._clock()
+        return self.at(self._clock())
+
+    def at(self, now: float) -> str:
+        """The Date value for *now*, a reading of the clock the caller already took."""
         if self._start <= now < self._end:
             return self._value
         second = int(now // 1)

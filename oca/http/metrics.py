@@ -71,6 +71,7 @@ _STATUS_OTHER = len(STATUSES)
 _tier_index = {t: _TIER0 + i for i, t in enumerate(TIERS)}.get
 _TIER_NONE = _TIER0 + len(TIERS)
 _FASTPATH = _SEND0
+_BUCKET_FIRST = BUCKETS[0]
 _FALLBACK = _SEND0 + 1
 
 _WORD = struct.Struct("@Q")
@@ -89,26 +90,43 @@ class WorkerMetrics:
     Get it with ``area.worker(index)`` in the child after the fork. Only this process
     writes the slot. ``active_connections`` is a plain attribute: the server may set it
     or use :meth:`conn_opened` / :meth:`conn_closed`.
+
+    ``counts`` holds the counters, then the seconds sum (the slot body's order). Besides
+    :meth:`record`, the compiled connection loop adds to it in C, at the indexes
+    :meth:`slots`, ``BUCKET0`` and ``SECONDS`` give, with the bounds ``BUCKETS``.
     """
+
+    BUCKETS = BUCKETS
+    BUCKET0 = _BUCKET0
+    SECONDS = _SECONDS
 
     def __init__(self, area: mmap.mmap, offset: int, seq: int):
         self._area = area
         self._offset = offset
         self._seq = seq
-        self._counts: list = [0] * _N_COUNTERS + [0.0]  # counters, then the seconds sum
+        self.counts: list = [0] * _N_COUNTERS + [0.0]  # counters, then the seconds sum
         self.active_connections = 0
+
+    @staticmethod
+    def slots(status: int, tier: str | None, fastpath: bool) -> tuple[int, int, int]:
+        """Where :meth:`record` counts a response: the indexes in ``counts`` of its status,
+        of its tier's body bytes and of its send path. Its time goes to ``BUCKET0 +
+        bisect_left(BUCKETS, seconds)`` and is added to ``SECONDS``."""
+        return (_status_index(status, _STATUS_OTHER), _tier_index(tier, _TIER_NONE),
+                _FASTPATH if fastpath else _FALLBACK)
 
     def record(self, status: int, tier: str | None, body_bytes: int, seconds: float,
                fastpath: bool) -> None:
         """Count one response: its status, the body bytes sent from *tier* (None: no tier),
         its duration in *seconds*, and whether the body went out through the compiled
         fast path or the pure-Python fallback."""
-        c = self._counts
+        c = self.counts
         c[_status_index(status, _STATUS_OTHER)] += 1
         c[_tier_index(tier, _TIER_NONE)] += body_bytes
         c[_FASTPATH if fastpath else _FALLBACK] += 1
         # bisect_left: the first bound >= seconds, i.e. Prometheus' "le" (less or equal).
-        c[_BUCKET0 + bisect_left(BUCKETS, seconds)] += 1
+        # Most responses fall in the first bucket: no call for them.
+        c[_BUCKET0 if seconds <= _BUCKET_FIRST else _BUCKET0 + bisect_left(BUCKETS, seconds)] += 1
         c[_SECONDS] += seconds
 
     def conn_opened(self) -> None:
@@ -120,7 +138,7 @@ class WorkerMetrics:
     def publish(self) -> None:
         """Copy the counters into the shared slot (once a second and at exit)."""
         _write_slot(self._area, self._offset, self._seq,
-                    _BODY.pack(*self._counts, self.active_connections))
+                    _BODY.pack(*self.counts, self.active_connections))
         self._seq += 2
 
 

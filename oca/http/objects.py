@@ -23,7 +23,7 @@ from collections import OrderedDict
 from ..storage import Store
 from ..storage.disk import FAILED, error_state
 from ..storage.lookup import ObjectLocation, build_serving_map, location
-from .accesslog import json_str, object_prefix
+from .accesslog import json_str, object_prefix, plain_get_fragments
 from .head import http_date
 
 log = logging.getLogger("oca.serve")
@@ -41,7 +41,8 @@ class OpenObject:
 
     __slots__ = ("id", "fd", "size", "etag", "tier", "content_type", "mtime", "disk",
                  "last_modified", "headers", "url", "log_get", "log_head", "log_tier",
-                 "head_date", "head200")
+                 "log_plain",
+                 "head_from", "head_until", "head200", "hot")
 
     def __init__(self, object_id: str, fd: int, loc: ObjectLocation):
         self.id = object_id
@@ -61,9 +62,14 @@ class OpenObject:
         self.log_get = object_prefix("GET", object_id)
         self.log_head = object_prefix("HEAD", object_id)
         self.log_tier = json_str(loc.tier)
-        # The keep-alive 200 head of the current second (handler.py's fast path).
-        self.head_date = ""
+        self.log_plain = plain_get_fragments(object_id, loc.size, loc.tier)
+        # The keep-alive 200 head of the plain-GET hot path, for the epoch second
+        # [head_from, head_until) (Handler.plain_head).
+        self.head_from = self.head_until = 0.0
         self.head200 = b""
+        # The compiled connection loop's C copy of the fields a plain GET reads
+        # (_fastpath's HotObject), made on the first one.
+        self.hot = None
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError):

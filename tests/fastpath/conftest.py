@@ -10,6 +10,8 @@ import pytest
 # The only place outside _fastpath/__init__.py that names the private modules:
 # both must be importable here, since `make test` builds the extension first.
 IMPLEMENTATIONS = {"cython": "_fastpath._sendfile", "python": "_fastpath._pysendfile"}
+# The connection loop of each (docs/fastpath.md); chosen together with the send loop.
+CONNECTIONS = {"cython": "_fastpath._connection", "python": "_fastpath._pyconnection"}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))

@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.fastpath.conftest import CONNECTIONS, IMPLEMENTATIONS
 from tests.fastpath.peer import Reader
 
 SIZE = 3 * 1024 * 1024
@@ -128,10 +129,14 @@ def test_selector_honours_no_extensions_env(value, expected):
     if value is not None:
         env[_fastpath.NO_EXTENSIONS_ENV] = value
     out = subprocess.run(
-        [sys.executable, "-c", "import _fastpath; print(_fastpath.IMPLEMENTATION)"],
+        [sys.executable, "-c", "import _fastpath; print(_fastpath.IMPLEMENTATION, "
+         "_fastpath.Connection.__module__, _fastpath.send_response.__module__)"],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert out.stdout.strip() == expected
+    # The connection loop and the send loop are chosen together: the compiled
+    # connection calls the compiled sender at C level, the twin calls the twin.
+    assert out.stdout.strip().split() == [expected, CONNECTIONS[expected],
+                                          IMPLEMENTATIONS[expected]]

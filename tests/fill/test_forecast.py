@@ -10,7 +10,7 @@ import pytest
 
 from fill.catalog import load_catalog
 from fill.errors import InputError
-from fill.forecast import ForecastParams, forecast, forecast_backbone, load_hints
+from fill.forecast import Forecaster, ForecastParams, forecast, forecast_backbone, load_hints
 from fill.logs import read_demand
 from fill.model import FLEET, ApplianceSpec, BackboneSpec, Catalog, Demand, Link, Site, Topology
 
@@ -71,7 +71,7 @@ def window(half_life, start=START, end=NOW):
 
 
 W = window(HL)
-WR = window(3 * 3600)
+WR = window(ForecastParams().recent_half_life)
 
 
 def steady(requests):
@@ -149,13 +149,14 @@ def test_rate_of_a_new_title_uses_its_exposure():
     exposure = window(HL, start=NOW - 6 * 3600)
     d = make_demand(cat, ["s1"], [
         ("s1", "old", 100.0, 100.0 * G, steady(100.0)),
-        ("s1", "young", 20.0, 20.0 * G, 20.0 * window(3 * 3600, NOW - 6 * 3600) / exposure)])
+        ("s1", "young", 20.0, 20.0 * G,
+         20.0 * window(ForecastParams().recent_half_life, NOW - 6 * 3600) / exposure)])
     v = values(forecast(d, cat, topo, NOW, ForecastParams())["s1"], cat)
     assert v["young"] == pytest.approx(20 / exposure * DAY * G, rel=1e-9)
     assert v["young"] > v["old"]
 
 
-def _release_scenario(first_days, lookahead_new=DAY, later=3 * DAY):
+def _release_scenario(first_days, lookahead_new=DAY / 2, later=3 * DAY):
     objects = [("old", G, None, None, None)]
     first_day = []
     for i, n in enumerate(first_days):  # past releases, first day seen in the logs
@@ -285,10 +286,8 @@ def test_strength_is_estimated_from_how_alike_sites_are():
                      for i, c in enumerate(counts) if c]
         return make_demand(cat, sites, rows)
 
-    from fill.forecast import _FleetModel
-
-    alike = _FleetModel(demand(False), cat, topo, NOW, ForecastParams())
-    apart = _FleetModel(demand(True), cat, topo, NOW, ForecastParams())
+    alike = Forecaster(demand(False), cat, topo, NOW, ForecastParams())
+    apart = Forecaster(demand(True), cat, topo, NOW, ForecastParams())
     assert alike.k > 50 and apart.k < 5
 
 
@@ -383,6 +382,27 @@ def test_backbone_sums_the_sites_it_serves():
     assert bb["bb1"].peak_gbps.tolist() == pytest.approx(want_peak[keep].tolist())
 
 
+def test_forecaster_one_site_at_a_time_gives_the_same():
+    cat = make_catalog([(x, G, None, None, None) for x in "abcd"])
+    topo = make_topology(["s1", "s2", "direct"])
+    rows = [("s1", "a", 10.0, 10.0 * G, steady(10.0)), ("s2", "b", 10.0, 10.0 * G, steady(10)),
+            ("direct", "c", 10.0, 10.0 * G, steady(10.0)), (FLEET, "d", 3.0, 3 * G, 1.0)]
+    d = make_demand(cat, ["s1", "s2", "direct"], rows)
+    fcs = forecast(d, cat, topo, NOW, ForecastParams())
+    f = Forecaster(d, cat, topo, NOW, ForecastParams())
+    for name in ("direct", "s1", "s2"):  # any order
+        one = f.site(name)
+        assert one.site == name and np.array_equal(one.obj, fcs[name].obj)
+        assert np.array_equal(one.value, fcs[name].value)
+        assert np.array_equal(one.peak_gbps, fcs[name].peak_gbps)
+    bb, want = f.backbone(), forecast_backbone(fcs, topo)
+    assert list(bb) == list(want)
+    for name in want:
+        assert np.array_equal(bb[name].obj, want[name].obj)
+        assert np.array_equal(bb[name].value, want[name].value)
+        assert np.array_equal(bb[name].peak_gbps, want[name].peak_gbps)
+
+
 def test_capacity_cut_keeps_the_densest_objects():
     n = 200
     cat = make_catalog([(f"o{i:03d}", G, None, None, None) for i in range(n)])
@@ -416,7 +436,7 @@ def test_end_to_end_from_logs(tmp_path):
         "id,size,title,type,release\n"
         + "".join(f"old-hd{k or ''},{G},old{k},hd,{int(START - 90 * DAY)}\n" for k in range(10))
         + f"hit-hd,{G},hit,hd,{int(NOW - DAY)}\n"
-        f"soon-hd,{G},soon,hd,{int(NOW + DAY)}\n"
+        f"soon-hd,{G},soon,hd,{int(NOW + DAY / 2)}\n"
         f"far-hd,{G},far,hd,{int(NOW + 30 * DAY)}\n")
     cat = load_catalog(catalog)
     topo_path = tmp_path / "topology.json"
@@ -441,5 +461,20 @@ def test_end_to_end_from_logs(tmp_path):
     d = read_demand([path], cat, topo, NOW, p.half_life, p.recent_half_life)
     v = values(forecast(d, cat, topo, NOW, p)["s1"], cat)
     assert v["old-hd"] == pytest.approx(100 * G, rel=0.1)
-    assert v["hit-hd"] > 1.6 * v["old-hd"]
+    assert v["hit-hd"] > 1.3 * v["old-hd"]
+    flat = values(forecast(d, cat, topo, NOW, ForecastParams(trend_min=1, trend_max=1))["s1"],
+                  cat)
+    assert v["hit-hd"] / v["old-hd"] > 1.1 * flat["hit-hd"] / flat["old-hd"] > 1.1
     assert v["soon-hd"] > 0 and "far-hd" not in v
+
+
+def test_empty_inputs():
+    topo = make_topology(["s1", "s2"])
+    empty = make_catalog([])
+    fcs = forecast(make_demand(empty, ["s1", "s2"], [], start=math.nan, end=math.nan), empty,
+                   topo, NOW, ForecastParams())
+    assert list(fcs) == ["s1", "s2"] and all(fc.obj.size == 0 for fc in fcs.values())
+    cat = make_catalog([("a", G, None, None, None)])  # no history, no release: no value
+    fcs = forecast(make_demand(cat, ["s1", "s2"], []), cat, topo, NOW, ForecastParams())
+    assert all(fc.obj.size == 0 for fc in fcs.values())
+    assert all(fc.obj.size == 0 for fc in forecast_backbone(fcs, topo).values())

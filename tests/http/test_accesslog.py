@@ -28,8 +28,8 @@ def lines_of(path: Path) -> list[dict]:
 def one_line(log: AccessLog, *args, **kwargs) -> tuple[str, dict]:
     """Log one response, return its raw line and the parsed object."""
     log.log(*args, **kwargs)
-    [raw] = log._buf
-    log._buf.clear()
+    [raw] = log.lines
+    log.lines.clear()
     assert raw.endswith("\n") and raw.count("\n") == 1
     return raw, json.loads(raw)
 
@@ -55,6 +55,21 @@ def test_object_line_exact(log_path: Path):
     raw = log_path.read_text().splitlines()[0]
     assert raw.startswith('{"ts":1700000000.123,"appliance":"a1",')
     assert ',"dur_ms":0.413,' in raw
+
+
+@pytest.mark.parametrize("tier", ["ssd", "hdd", None])
+def test_hot_path_lines_equal_the_general_one(log_path: Path, tier: str | None):
+    # log_object and log_plain build the line from fragments rendered once; the bytes must
+    # be those of log() for the same response.
+    with AccessLog(log_path, "a1") as log:
+        expected, _ = one_line(log, 1700000000.1234, "GET", "t-1.mp4", 200, 16384, None,
+                               "192.0.2.7", 0.41261, tier)
+        log.log_object(1700000000.1234, accesslog.object_prefix("GET", "t-1.mp4"), 200, 16384,
+                       None, accesslog.json_str("192.0.2.7"), 0.41261, accesslog.json_str(tier))
+        before, after = accesslog.plain_get_fragments("t-1.mp4", 16384, tier)
+        log.log_plain(1700000000.1234, before, accesslog.json_str("192.0.2.7"), 0.41261, after)
+        assert log.lines == [expected, expected]
+        log.lines.clear()
 
 
 def test_line_without_object_carries_the_path(log_path: Path):
@@ -163,7 +178,7 @@ def test_logging_off():
     log.flush()
     log.reopen()
     log.close()
-    assert log._buf == []
+    assert log.lines == []
 
 
 def test_reopen_after_rename(log_path: Path):
@@ -201,7 +216,7 @@ def test_big_buffer_flushes_early(log_path: Path):
     log.log(1.0, "GET", "last", 200, 1, None, "c", 1.0, None)
     lines = lines_of(log_path)
     assert len(lines) == MAX_BUFFERED_LINES and lines[-1]["object"] == "last"
-    assert log._buf == []
+    assert log.lines == []
     log.close()
 
 

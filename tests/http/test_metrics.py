@@ -5,6 +5,7 @@ Every rendering is checked with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import struct
@@ -69,6 +70,23 @@ def area():
     a = MetricsArea(slots=3)
     yield a
     a.close()
+
+
+@pytest.mark.parametrize(("status", "tier", "fastpath", "seconds"), [
+    (200, "ssd", True, 0.0004), (200, "hdd", False, 0.0005), (206, None, True, 0.003),
+    (599, "tape", False, 42.0), (404, None, True, 0.0)])
+def test_slots_name_where_record_counts(area: MetricsArea, status, tier, fastpath, seconds):
+    # The compiled connection loop counts in C at these indexes instead of calling record().
+    by_record, by_slots = area.worker(0), area.worker(1)
+    by_record.record(status, tier, 1234, seconds, fastpath)
+    c = by_slots.counts
+    status_slot, tier_slot, send_slot = by_slots.slots(status, tier, fastpath)
+    c[status_slot] += 1
+    c[tier_slot] += 1234
+    c[send_slot] += 1
+    c[by_slots.BUCKET0 + bisect.bisect_left(by_slots.BUCKETS, seconds)] += 1
+    c[by_slots.SECONDS] += seconds
+    assert by_slots.counts == by_record.counts
 
 
 def test_worker_counts_reach_the_supervisor(area: MetricsArea):

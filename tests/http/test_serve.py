@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1051,6 +1052,61 @@ def test_access_log_lines_and_reopen_on_sighup(served):
     old = [json.loads(x) for x in rotated.read_text().splitlines()]
     assert [x for x in old if x.get("path") != "/health"] == lines
     assert srv.proc.poll() is None
+
+
+@pytest.mark.parametrize(("oid", "tier"), [("tail.ts", "hdd"), ("big.mp4", "ssd")])
+def test_plain_gets_answer_log_and_count_as_the_general_path(served, oid, tier):
+    # The first GET of an object opens its file on the general path (Handler.respond);
+    # the plain keep-alive GETs after it take the hot path (no Job; in C on the compiled
+    # connection loop). big.mp4 is larger than sendfile_max_chunk: its plain GETs go on
+    # as a Job after the first send. Heads, bodies, log lines and counts must not tell
+    # the paths apart.
+    srv = served
+    data = srv.objects[oid]
+    sends = "fastpath" if srv.fastpath == "cython" else "fallback"
+    before = wait_for(lambda: settled_metrics(srv), 5)
+    c = Client(srv)
+    try:
+        responses = []
+        for _ in range(3):
+            c.send(request_bytes("GET", f"/o/{oid}"))
+            responses.append(c.response())
+    finally:
+        c.close()
+    first = [f for f in responses[0].fields if f[0] != "Date"]
+    for r in responses:
+        assert (r.status, [f for f in r.fields if f[0] != "Date"], r.body) == (200, first, data)
+
+    def raw_lines():
+        text = srv.access_log.read_text() if srv.access_log.exists() else ""
+        return [line for line in text.splitlines() if f'"object":"{oid}"' in line]
+    lines = wait_for(lambda: len(raw_lines()) == 3 and raw_lines())
+    # Byte for byte, but for the time and the duration.
+    assert len({re.sub(r'"(ts|dur_ms)":[0-9.]+', "", line) for line in lines}) == 1, lines
+
+    def counted():
+        after = scrape_metrics(srv)
+        return {k: after[k] - before.get(k, 0) for k in (
+            ("oca_requests_total", (("status", "200"),)),
+            ("oca_body_bytes_total", (("tier", tier),)),
+            ("oca_sends_total", (("path", sends),)),
+            ("oca_response_seconds_count", ()))}
+    want = dict.fromkeys(counted(), 3)
+    want[("oca_body_bytes_total", (("tier", tier),))] = 3 * len(data)
+    wait_for(lambda: counted() == want, 3)
+
+
+def scrape_metrics(srv: Server) -> dict[tuple[str, tuple], float]:
+    status, body = srv.admin("GET", "/metrics")
+    assert status == 200
+    return parse_metrics(body.decode())
+
+
+def settled_metrics(srv: Server) -> dict[tuple[str, tuple], float] | None:
+    """The metrics once they stopped moving (workers publish once a second)."""
+    first = scrape_metrics(srv)
+    time.sleep(1.1)
+    return first if first == scrape_metrics(srv) else None
 
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
