@@ -1,10 +1,12 @@
 """Demand from the appliances' access logs: decayed requests per site and object.
 
 The logs are the JSON lines of oca/http/accesslog.py, plain or gzip (told by the magic
-bytes, not the name), a few GB in many files. They are streamed: a reader thread reads
-and inflates ~32 MiB at a time, cut at the last newline; the main thread parses each
-block with polars (simd-json, both cores) into columns and folds them into running sums
-with numpy. Memory stays at a few blocks plus the sums, whatever the size of the logs.
+bytes, not the name), a few GB in many files. They are streamed in three threads: one
+reads (and inflates) 16 MiB blocks cut at a line end, one parses each block with polars
+(simd-json) into columns, and the caller's folds the columns into running sums with
+numpy. Memory stays at a few blocks plus the sums, whatever the size of the logs (2.1 GB
+peak with the catalog for bench/fill/scale.py's 50M lines, 100 x 10 appliances, 1M
+objects). ~1 CPU-second per million lines; docs/fill-inputs.md has the measurements.
 
 What counts (docs/fill-inputs.md has the full rules):
 
@@ -70,7 +72,7 @@ _SCHEMA = {"ts": pl.Float64, "appliance": pl.String, "object": pl.String,
 _PIECE_LINES = 2048  # a block that fails to parse is retried in pieces of this many lines
 _RANGE_RE = r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$"  # one range; a list does not match
 _INT64 = 1 << 63
-_ROOM = 1 << 24  # (site, object) pairs the sums have room for before growing
+_ROOM = 1 << 26  # (site, object) pairs the sums have room for (virtually) before growing
 
 
 def read_demand(paths: Iterable[str | os.PathLike], catalog: Catalog, topology: Topology,
@@ -490,11 +492,9 @@ class _Sums:
         self.recent_half_life = float(recent_half_life)
         self.table = np.zeros(max(1, n_groups * self.n_obj), dtype=np.int32)
         self.count = 0
-        # Room for 16M (site, object) pairs from the start: calloc'd, so untouched rows
-        # cost no memory, and growing (a copy of everything) is rare.
-        room = min(max(1, n_groups * self.n_obj), _ROOM)
-        self.keys = np.zeros(room, dtype=np.int64)
-        self.acc = self._fresh(room)
+        # Room for 64M (site, object) pairs from the start: calloc'd, so rows not yet
+        # used cost address space only, and growing (a copy of everything) is rare.
+        self.acc = self._fresh(min(max(1, n_groups * self.n_obj), _ROOM))
         self.first_day = np.zeros(self.n_obj)
         self.start_ts = math.inf
         self.end_ts = -math.inf
@@ -556,7 +556,6 @@ class _Sums:
             fresh = np.sort(keys[new])  # np.unique hashes: 5x slower on 100k int64
             fresh = fresh[np.concatenate(([True], fresh[1:] != fresh[:-1]))]
             self._reserve(self.count + fresh.size)
-            self.keys[self.count:self.count + fresh.size] = fresh
             self.acc[self.count:self.count + fresh.size, 3] = -np.inf
             self.table[fresh] = np.arange(self.count + 1, self.count + fresh.size + 1)
             self.count += fresh.size
@@ -575,16 +574,14 @@ class _Sums:
             np.add.at(self.first_day, obj[first], 1.0)
 
     def _reserve(self, n: int) -> None:
-        cap = len(self.keys)
+        cap = len(self.acc)
         if n <= cap:
             return
         while cap < n:
             cap *= 2
-        keys = np.zeros(cap, dtype=np.int64)
-        keys[:self.count] = self.keys[:self.count]
         acc = self._fresh(cap)
         acc[:self.count] = self.acc[:self.count]
-        self.keys, self.acc = keys, acc
+        self.acc = acc
 
     def demand(self, sites: list[str], seen: _Seen) -> Demand:
         # The table lists the keys in order: scanning it (~0.2 s for 100M pairs) sorts
@@ -610,7 +607,7 @@ class _Sums:
             end_ts=self.end_ts if found else math.nan,
             first_day=self.first_day,
         )
-        del self.acc, self.keys
+        del self.acc
         return demand
 
 
