@@ -197,11 +197,6 @@ class Index:
         )
         self.bump_generation()
 
-    def relocate(self, object_id: str, disk: str, tier: str) -> None:
-        """Point *object_id* at another disk and tier. In a write txn."""
-        self.db.execute("UPDATE objects SET disk=?, tier=? WHERE id=?", (disk, tier, object_id))
-        self.bump_generation()
-
     def delete(self, object_id: str) -> None:
         """Drop *object_id*. In a write txn."""
         self.db.execute("DELETE FROM objects WHERE id=?", (object_id,))
