@@ -25,15 +25,17 @@ its fill window (docs/fill-backbone.md):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError
 from .model import Catalog, SitePlan, Topology, Transfer
+from .rendezvous import catalog_lookup
 
-__all__ = ["Schedule", "TransferTable", "schedule", "route"]
+__all__ = ["Schedule", "TransferTable", "Fleet", "BackboneFill", "FirstCopies", "SiteTransfers",
+           "SiteResult", "schedule", "route", "held_before"]
 
 DAY = 86400
 
@@ -328,143 +330,204 @@ def _member(objs: np.ndarray, held) -> np.ndarray:
     return held[at] == objs
 
 
-class _Held:
-    """What each node held before tonight, for the objects one site adds.
+def held_before(catalog: Catalog, previous: dict[str, dict[str, str]],
+                nodes: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """node -> ascending object numbers it held before tonight, from the previous manifests
+    (*nodes*: only these). Ids the catalog no longer has are left out: nothing copies them."""
+    out = {}
+    for node in (previous if nodes is None else nodes):
+        held = previous.get(node)
+        if held:
+            num = catalog_lookup(catalog, list(held))
+            out[node] = _distinct(num[num >= 0])
+    return out
 
-    `previous` (id -> tier per node) is the truth, but testing every added id against
-    every peer's dict costs a Python lookup per pair. The node's plan says the same in
-    numbers: held before = kept (holdings not added tonight) + deleted. Candidates come
-    from the plan; each is then confirmed in `previous`. A node without a plan is
-    looked up in `previous` directly.
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    x = np.sort(x)
+    return x[np.concatenate(([True], x[1:] != x[:-1]))] if x.size else x
+
+
+@dataclass(frozen=True, eq=False)
+class BackboneFill:
+    """The backbone nodes' additions, admitted on the origin's routes before any site."""
+
+    obj: np.ndarray  # int64: admitted (from the origin, wave 1)
+    dst: np.ndarray  # int64 names index
+    left_obj: np.ndarray  # deferred
+    left_dst: np.ndarray
+    filled: dict[str, np.ndarray]  # node -> ascending object numbers it receives tonight
+
+
+@dataclass(frozen=True, eq=False)
+class FirstCopies:
+    """One site's first copies (the site's only copy of an object over the links), in
+    admission order: highest priority, then object number, then destination."""
+
+    obj: np.ndarray  # int64
+    dst: np.ndarray  # int64 names index
+    key: np.ndarray  # float64: -priority (NaN priority: +inf), ascending
+    via: np.ndarray  # int8: upstream option: 0 none, 1 held before (wave 1), 2 filled tonight (2)
+    bb_route: int  # route id upstream -> site, -1 none
+    origin_route: int  # route id origin -> site, -1 none
+    upstream: int  # names index of the upstream node (-1 none)
+
+    def __len__(self) -> int:
+        return len(self.obj)
+
+
+@dataclass(frozen=True, eq=False)
+class SiteTransfers:
+    """One site's additions sorted out before the links are shared: peer copies (wave 1),
+    first copies (to admit), and follow copies (from the appliance taking the first)."""
+
+    site: str
+    peer: tuple[np.ndarray, np.ndarray, np.ndarray]  # obj, dst, source (names indices)
+    firsts: FirstCopies
+    follow: tuple[np.ndarray, np.ndarray, np.ndarray]  # obj, dst, index into firsts
+
+
+@dataclass(frozen=True, eq=False)
+class SiteResult:
+    """One site's transfers and deferrals after admission."""
+
+    obj: np.ndarray  # int64
+    dst: np.ndarray  # int64 names index
+    source: np.ndarray  # int64 names index
+    wave: np.ndarray  # int64
+    left_obj: np.ndarray
+    left_dst: np.ndarray
+
+    def table(self, names: tuple[str, ...], size_of: np.ndarray) -> TransferTable:
+        """This site's transfers as a TransferTable over the fleet's *names*."""
+        order = np.lexsort((self.obj, self.dst))
+        obj = self.obj[order]
+        return TransferTable(names, obj, self.dst[order].astype(np.int32),
+                             self.source[order].astype(np.int32),
+                             self.wave[order].astype(np.int32), size_of[obj])
+
+    def deferred(self, names: tuple[str, ...]) -> dict[str, list[int]]:
+        return _deferred_dict(names, self.left_obj, self.left_dst)
+
+
+def _deferred_dict(names, obj: np.ndarray, dst: np.ndarray) -> dict[str, list[int]]:
+    order = np.lexsort((obj, dst))
+    obj, dst = obj[order], dst[order]
+    cuts = np.flatnonzero(np.diff(dst)) + 1
+    return {names[int(d[0])]: o.tolist()
+            for o, d in zip(np.split(obj, cuts), np.split(dst, cuts), strict=True) if len(d)}
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+class Fleet:
+    """The fleet-wide side of the schedule: names, routes and the links' room tonight.
+
+    `schedule` is, in order: `fill_backbone`, `site_transfers` for every site (each needs
+    only its own plan, what its nodes and upstream held, and the backbone fill: a worker
+    can do it), `admit` of all sites' first copies together (the links are shared), then
+    `resolve` per site. `plan.py` runs the per-site steps in its workers, so no process
+    ever holds the whole fleet's transfers (~90M at 100 x 10 appliances).
     """
 
-    def __init__(self, objs: np.ndarray, ids: list[str], previous: dict[str, dict[str, str]]):
-        self.objs = objs  # ascending, unique
-        self.ids = ids  # aligned
-        self.previous = previous
-        self._pos: dict[str, int] | None = None
+    def __init__(self, topology: Topology, catalog: Catalog):
+        origin = topology.origin
+        names = [origin] + [b.name for b in topology.backbone]
+        names += [a.name for s in topology.sites for a in s.appliances]
+        index: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name in index:
+                raise InputError(f"topology: the name {name!r} is used by two nodes or "
+                                 "appliances")
+            index[name] = i
+        self.topology = topology
+        self.names = tuple(names)
+        self.index = index
+        self.size = np.asarray(catalog.size, dtype=np.int64)
+        routes = _Routes(topology)
+        self.links = [(lk.src, lk.dst) for lk in topology.links]
+        self.budget = _budgets(topology)
+        self.room = self.budget.copy()
+        self.bb_routes = [routes.route_id(origin, b.name) for b in topology.backbone]
+        bb_names = {b.name for b in topology.backbone}
+        self.site_routes = [
+            (routes.route_id(s.upstream if s.upstream in bb_names else None, s.name),
+             routes.route_id(origin, s.name)) for s in topology.sites]
+        self.site_bases = []
+        at = 1 + len(topology.backbone)
+        for s in topology.sites:
+            self.site_bases.append(at)
+            at += len(s.appliances)
+        self.table = routes.table()
 
-    def _positions(self, ids) -> np.ndarray:
-        if self._pos is None:
-            self._pos = dict(zip(self.ids, range(len(self.ids)), strict=True))
-        common = self._pos.keys() & set(ids)
-        return np.fromiter((self._pos[i] for i in common), dtype=np.int64, count=len(common))
+    # -- 1. backbone nodes -----------------------------------------------------------------
 
-    def state(self, node: str, plan: SitePlan | None, added: np.ndarray | None = None
-              ) -> np.ndarray:
-        """int8 per object: 2 held and kept tonight, 1 held and deleted tonight, 0 not held.
-        *added*: which objects the node adds tonight, when the caller knows already."""
-        prev = self.previous.get(node)
-        state = np.zeros(len(self.objs), dtype=np.int8)
-        if not prev:
-            return state
-        if plan is None or node not in plan.holdings:
-            state[self._positions(prev.keys())] = 1
-            return state
-        if added is None:
-            added = _member(self.objs, plan.added.get(node, ()))
-        state[_member(self.objs, plan.holdings[node]) & ~added] = 2
-        deleted = plan.deleted.get(node)
-        if deleted:
-            cols = self._positions(deleted)
-            state[cols] = np.maximum(state[cols], 1)
-        cand = np.flatnonzero(state)
-        ids = self.ids
-        confirmed = np.fromiter((ids[c] in prev for c in cand.tolist()), dtype=bool,
-                                count=len(cand))
-        state[cand[~confirmed]] = 0
-        return state
+    def fill_backbone(self, backbone_plans: list[SitePlan]) -> BackboneFill:
+        """Admit the backbone nodes' additions (from the origin, wave 1); charges the links."""
+        topology = self.topology
+        bb_plans = _plans_by_name(backbone_plans, [b.name for b in topology.backbone],
+                                  "backbone")
+        cols: list[list[np.ndarray]] = [[], [], [], []]
+        for b, route_id in zip(topology.backbone, self.bb_routes, strict=True):
+            obj, prio = _additions(bb_plans.get(b.name), b.name, len(self.size))
+            for col, part in zip(cols, (obj, np.full(len(obj), self.index[b.name]), prio,
+                                        np.full(len(obj), route_id)), strict=True):
+                col.append(part)
+        obj, dst, prio, route_ids = (np.concatenate(c).astype(np.float64 if i == 2 else np.int64)
+                                     if c else _EMPTY for i, c in enumerate(cols))
+        order = _priority_order(prio, obj, dst)
+        obj, dst, route_ids = obj[order], dst[order], route_ids[order]
+        ok = _admit(self.size[obj], route_ids[:, None], self.table, self.room) >= 0
+        filled = {b.name: np.sort(obj[ok & (dst == self.index[b.name])])
+                  for b in topology.backbone}
+        return BackboneFill(obj[ok], dst[ok], obj[~ok], dst[~ok], filled)
 
+    # -- 2. one site -----------------------------------------------------------------------
 
-def schedule(site_plans: list[SitePlan], backbone_plans: list[SitePlan], topology: Topology,
-             catalog: Catalog, previous: dict[str, dict[str, str]]) -> Schedule:
-    """Sources, waves and link use of tonight's additions; what does not fit is deferred.
-
-    *previous*: appliance or backbone node -> {id: tier} held before tonight. A backbone
-    node's plan has ``site`` == the node's name and one appliance of that name.
-    """
-    origin = topology.origin
-    names = [origin] + [b.name for b in topology.backbone]
-    names += [a.name for s in topology.sites for a in s.appliances]
-    index: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in index:
-            raise InputError(f"topology: the name {name!r} is used by two nodes or appliances")
-        index[name] = i
-    n_objects = len(catalog)
-    size_of = np.asarray(catalog.size, dtype=np.int64)
-    routes = _Routes(topology)
-    budget = _budgets(topology)
-    room = budget.copy()
-    bb_plans = _plans_by_name(backbone_plans, [b.name for b in topology.backbone], "backbone")
-    plans = _plans_by_name(site_plans, [s.name for s in topology.sites], "site")
-
-    done: list[tuple[np.ndarray, ...]] = []  # (obj, dst, source, wave) admitted
-    left: list[tuple[np.ndarray, np.ndarray]] = []  # (obj, dst) deferred
-
-    # Backbone nodes fill from the origin, all in wave 1.
-    cols: list[list[np.ndarray]] = [[], [], [], []]
-    for b in topology.backbone:
-        obj, prio = _additions(bb_plans.get(b.name), b.name, n_objects)
-        for col, part in zip(cols, (obj, np.full(len(obj), index[b.name]), prio,
-                                    np.full(len(obj), routes.route_id(origin, b.name))),
-                             strict=True):
-            col.append(part)
-    # Site routes are registered before the table is built.
-    bb_names = {b.name for b in topology.backbone}
-    site_routes = [(routes.route_id(s.upstream if s.upstream in bb_names else None, s.name),
-                    routes.route_id(origin, s.name)) for s in topology.sites]
-    table = routes.table()
-    bb_obj, bb_dst, bb_prio, bb_route = (np.concatenate(c) if c else np.zeros(0, np.int64)
-                                         for c in cols)
-    order = _priority_order(bb_prio, bb_obj, bb_dst)
-    bb_obj, bb_dst, bb_route = bb_obj[order], bb_dst[order], bb_route[order].astype(np.int64)
-    taken = _admit(size_of[bb_obj], bb_route[:, None], table, room)
-    ok = taken >= 0
-    done.append((bb_obj[ok], bb_dst[ok], np.zeros(int(ok.sum()), np.int64),
-                 np.ones(int(ok.sum()), np.int64)))
-    left.append((bb_obj[~ok], bb_dst[~ok]))
-    filled_tonight = {b.name: np.sort(bb_obj[ok & (bb_dst == index[b.name])])
-                      for b in topology.backbone}
-
-    # Sites: each addition is a peer copy from a previous holder, the site's first copy
-    # (over the links), or a peer copy from the appliance that takes the first copy.
-    first_parts: list[tuple[np.ndarray, ...]] = []  # obj, dst, prio, options, sources, waves
-    follow_parts: list[tuple[np.ndarray, ...]] = []  # obj, dst, index of the first copy
-    n_first = 0
-    for s, (bb_route_id, origin_route_id) in zip(topology.sites, site_routes, strict=True):
-        plan = plans.get(s.name)
+    def site_transfers(self, k: int, plan: SitePlan | None, held: dict[str, np.ndarray],
+                       bb: BackboneFill) -> SiteTransfers:
+        """Sort out site number *k*'s additions. *held*: node -> ascending object numbers
+        held before tonight (`held_before`), for the site's appliances and its upstream."""
+        s = self.topology.sites[k]
+        bb_route_id, origin_route_id = self.site_routes[k]
+        base = self.site_bases[k]
         app_names = [a.name for a in s.appliances]
-        if plan is not None:
-            unknown = sorted(set(plan.added) - set(app_names))
-            if unknown:
-                raise ValueError(f"plan of site {s.name!r} adds to {unknown[0]!r}, "
-                                 "which the topology does not place in that site")
-        parts = [_additions(plan, a, n_objects) for a in app_names]
-        obj = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        empty = (_EMPTY, _EMPTY, _EMPTY)
+        upstream = self.index[s.upstream] if bb_route_id >= 0 else -1
+        nothing = SiteTransfers(s.name, empty, FirstCopies(
+            _EMPTY, _EMPTY, np.zeros(0), np.zeros(0, np.int8), bb_route_id, origin_route_id,
+            upstream), empty)
+        if plan is None:
+            return nothing
+        unknown = sorted(set(plan.added) - set(app_names))
+        if unknown:
+            raise ValueError(f"plan of site {s.name!r} adds to {unknown[0]!r}, "
+                             "which the topology does not place in that site")
+        parts = [_additions(plan, a, len(self.size)) for a in app_names]
+        obj = np.concatenate([p[0] for p in parts]) if parts else _EMPTY
         if not len(obj):
-            continue
+            return nothing
         prio = np.concatenate([p[1] for p in parts])
         local = np.repeat(np.arange(len(app_names)), [len(p[0]) for p in parts])
-        base = index[app_names[0]]
-        uniq = np.sort(obj)
-        uniq = uniq[np.concatenate(([True], uniq[1:] != uniq[:-1]))]
+        uniq = _distinct(obj)
         col = np.searchsorted(uniq, obj)
-        held = _Held(uniq, catalog.ids[uniq].tolist(), previous)
         n = len(obj)
 
-        # A peer that keeps the object is preferred to one deleting it tonight: the agent
-        # of a deleting peer may have dropped it by the time the copy asks. Ties: topology
-        # order of the peers.
-        adds = np.zeros((len(app_names), len(uniq)), dtype=bool)
-        adds[local, col] = True
-        score = np.stack([held.state(a, plan, adds[h]) for h, a in enumerate(app_names)])
+        # A peer that held the object is a source; one that keeps it tonight is preferred
+        # to one deleting it (its agent may have dropped it by the time the copy asks).
+        # Ties: topology order of the peers.
+        score = np.zeros((len(app_names), len(uniq)), dtype=np.int8)
+        for h, a in enumerate(app_names):
+            was = _member(uniq, held.get(a, _EMPTY))
+            if was.any():
+                keeps = _member(uniq, plan.holdings.get(a, _EMPTY))
+                score[h] = np.where(was, np.where(keeps, 2, 1), 0)
         score = score[:, col]
         score[local, np.arange(n)] = 0  # an appliance is not its own peer
         holder = score.argmax(axis=0)
         from_peer = score[holder, np.arange(n)] > 0
-        done.append((obj[from_peer], base + local[from_peer], base + holder[from_peer],
-                     np.ones(int(from_peer.sum()), np.int64)))
+        peer = (obj[from_peer], base + local[from_peer], base + holder[from_peer])
 
         rest = np.flatnonzero(~from_peer)
         rest = rest[np.lexsort((local[rest], col[rest]))]
@@ -472,65 +535,143 @@ def schedule(site_plans: list[SitePlan], backbone_plans: list[SitePlan], topolog
         is_first[1:] = col[rest[1:]] != col[rest[:-1]]
         firsts = rest[is_first]
         follow = rest[~is_first]
-        follow_parts.append((obj[follow], base + local[follow],
-                             n_first + np.cumsum(is_first)[~is_first] - 1))
-
         f_obj = obj[firsts]
-        m = len(firsts)
-        options = np.full((m, 2), -1, dtype=np.int64)
-        sources = np.zeros((m, 2), dtype=np.int64)
-        waves = np.ones((m, 2), dtype=np.int64)
+        f_dst = base + local[firsts]
+        key = -prio[firsts]
+        via = np.zeros(len(firsts), dtype=np.int8)
         if bb_route_id >= 0:
-            held_bb = held.state(s.upstream, bb_plans.get(s.upstream))[col[firsts]] > 0
-            tonight = filled_tonight.get(s.upstream, np.zeros(0, np.int64))
-            got = _member(f_obj, tonight)
-            options[:, 0] = np.where(held_bb | got, bb_route_id, -1)
-            sources[:, 0] = index[s.upstream]
-            waves[:, 0] = np.where(held_bb, 1, 2)
-        options[:, 1] = origin_route_id
-        first_parts.append((f_obj, base + local[firsts], prio[firsts], options, sources, waves))
-        n_first += m
+            via[_member(f_obj, bb.filled.get(s.upstream, _EMPTY))] = 2
+            via[_member(f_obj, held.get(s.upstream, _EMPTY))] = 1
+        order = np.lexsort((f_dst, f_obj, key))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        follow_first = rank[np.cumsum(is_first)[~is_first] - 1]
+        return SiteTransfers(
+            s.name, peer,
+            FirstCopies(f_obj[order], f_dst[order], key[order], via[order], bb_route_id,
+                        origin_route_id, upstream),
+            (obj[follow], base + local[follow], follow_first))
 
-    if first_parts:
-        f_obj, f_dst, f_prio, f_opt, f_src, f_wave = (np.concatenate(c)
-                                                      for c in zip(*first_parts, strict=True))
-        order = _priority_order(f_prio, f_obj, f_dst)
-        taken = np.empty(len(order), dtype=np.int8)
-        taken[order] = _admit(size_of[f_obj[order]], f_opt[order], table, room)
+    # -- 3. all sites' first copies together -------------------------------------------------
+
+    def admit(self, firsts: list[FirstCopies]) -> list[np.ndarray]:
+        """Admit every site's first copies in one order (highest priority, then object,
+        then destination), charging the links; per site, the option taken for each first
+        copy (0 upstream, 1 origin, -1 deferred), aligned with it.
+
+        The sites' lists are each in that order already, so they are merged band by band
+        of priority (~_BAND_ROWS rows at a time) instead of sorted as one array: memory
+        stays at one band beyond the lists themselves."""
+        offsets = np.concatenate(([0], np.cumsum([len(f) for f in firsts], dtype=np.int64)))
+        taken = np.full(int(offsets[-1]), -1, dtype=np.int8)
+        if taken.size:
+            keys = [f.key for f in firsts]
+            sample = np.sort(np.concatenate([k[::_SAMPLE] for k in keys]))
+            edges = _distinct(sample[::max(1, _BAND_ROWS // _SAMPLE)][1:])
+            cuts = [np.concatenate(([0], np.searchsorted(k, edges), [len(k)])) for k in keys]
+            for b in range(len(edges) + 1):
+                parts = [(f, off, int(c[b]), int(c[b + 1]))
+                         for f, off, c in zip(firsts, offsets[:-1].tolist(), cuts, strict=True)
+                         if c[b + 1] > c[b]]
+                if not parts:
+                    continue
+                key = np.concatenate([f.key[lo:hi] for f, _, lo, hi in parts])
+                obj = np.concatenate([f.obj[lo:hi] for f, _, lo, hi in parts])
+                dst = np.concatenate([f.dst[lo:hi] for f, _, lo, hi in parts])
+                pos = np.concatenate([np.arange(off + lo, off + hi) for _, off, lo, hi in parts])
+                opt = np.empty((len(obj), 2), dtype=np.int64)
+                opt[:, 0] = np.concatenate([np.where(f.via[lo:hi] > 0, f.bb_route, -1)
+                                            for f, _, lo, hi in parts])
+                opt[:, 1] = np.concatenate([np.full(hi - lo, f.origin_route)
+                                            for f, _, lo, hi in parts])
+                order = _merge_order(key, obj, dst)
+                taken[pos[order]] = _admit(self.size[obj[order]], opt[order], self.table,
+                                           self.room)
+        return [taken[offsets[i]:offsets[i + 1]] for i in range(len(firsts))]
+
+    # -- 4. one site again -------------------------------------------------------------------
+
+    @staticmethod
+    def resolve(st: SiteTransfers, taken: np.ndarray) -> SiteResult:
+        """Sources and waves of a site's transfers once its first copies are admitted."""
+        f = st.firsts
         ok = taken >= 0
-        rows = np.flatnonzero(ok)
-        f_source = np.full(len(f_obj), -1, dtype=np.int64)
-        f_at = np.zeros(len(f_obj), dtype=np.int64)
-        f_source[rows] = f_src[rows, taken[rows]]
-        f_at[rows] = f_wave[rows, taken[rows]]
-        done.append((f_obj[ok], f_dst[ok], f_source[ok], f_at[ok]))
-        left.append((f_obj[~ok], f_dst[~ok]))
-        p_obj, p_dst, p_first = (np.concatenate(c) for c in zip(*follow_parts, strict=True))
-        ok = f_source[p_first] >= 0
-        done.append((p_obj[ok], p_dst[ok], f_dst[p_first[ok]], f_at[p_first[ok]] + 1))
-        left.append((p_obj[~ok], p_dst[~ok]))
+        source = np.where(taken == 0, f.upstream, 0)
+        wave = np.where(taken == 0, f.via, 1).astype(np.int64)
+        p_obj, p_dst, p_src = st.peer
+        w_obj, w_dst, w_first = st.follow
+        w_ok = ok[w_first]
+        return SiteResult(
+            obj=np.concatenate([p_obj, f.obj[ok], w_obj[w_ok]]),
+            dst=np.concatenate([p_dst, f.dst[ok], w_dst[w_ok]]),
+            source=np.concatenate([p_src, source[ok], f.dst[w_first[w_ok]]]),
+            wave=np.concatenate([np.ones(len(p_obj), np.int64), wave[ok],
+                                 wave[w_first[w_ok]] + 1]),
+            left_obj=np.concatenate([f.obj[~ok], w_obj[~w_ok]]),
+            left_dst=np.concatenate([f.dst[~ok], w_dst[~w_ok]]))
 
-    obj, dst, source, wave = (np.concatenate(c) for c in zip(*done, strict=True))
-    order = np.lexsort((obj, dst))
-    transfers = TransferTable(tuple(names), obj[order], dst[order].astype(np.int32),
-                              source[order].astype(np.int32), wave[order].astype(np.int32),
-                              size_of[obj[order]])
+    def link_use(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """(bytes charged, budget) per link, topology order."""
+        used = (self.budget - self.room)[:-1].tolist()
+        return (dict(zip(self.links, used, strict=True)),
+                dict(zip(self.links, self.budget[:-1].tolist(), strict=True)))
 
-    d_obj, d_dst = (np.concatenate(c) for c in zip(*left, strict=True))
-    order = np.lexsort((d_obj, d_dst))
-    d_obj, d_dst = d_obj[order], d_dst[order]
-    cuts = np.flatnonzero(np.diff(d_dst)) + 1
-    deferred = {names[int(d[0])]: o.tolist()
-                for o, d in zip(np.split(d_obj, cuts), np.split(d_dst, cuts), strict=True)
-                if len(d)}
+    def schedule(self, bb: BackboneFill, results: list[SiteResult]) -> Schedule:
+        """The whole fleet's Schedule from the backbone fill and every site's result."""
+        n = len(bb.obj)
+        parts = [(bb.obj, bb.dst, np.zeros(n, np.int64), np.ones(n, np.int64))]
+        parts += [(r.obj, r.dst, r.source, r.wave) for r in results]
+        obj, dst, source, wave = (np.concatenate(c) for c in zip(*parts, strict=True))
+        whole = SiteResult(obj, dst, source, wave,
+                           np.concatenate([bb.left_obj] + [r.left_obj for r in results]),
+                           np.concatenate([bb.left_dst] + [r.left_dst for r in results]))
+        transfers = whole.table(self.names, self.size)
+        link_bytes, link_budget = self.link_use()
+        return Schedule(
+            transfers=transfers,
+            deferred=whole.deferred(self.names),
+            link_bytes=link_bytes,
+            link_budget=link_budget,
+            origin_egress=int(transfers.size[transfers.source == 0].sum()),
+            waves=int(transfers.wave.max()) if len(transfers) else 0,
+        )
 
-    keys = [(lk.src, lk.dst) for lk in topology.links]
-    used = (budget - room)[:-1].tolist()
-    return Schedule(
-        transfers=transfers,
-        deferred=deferred,
-        link_bytes=dict(zip(keys, used, strict=True)),
-        link_budget=dict(zip(keys, budget[:-1].tolist(), strict=True)),
-        origin_egress=int(transfers.size[transfers.source == 0].sum()),
-        waves=int(transfers.wave.max()) if len(transfers) else 0,
-    )
+
+# Admission merges the sites' first copies by bands of about this many rows, cut at
+# priorities read from every _SAMPLE-th row of each site's list.
+_BAND_ROWS, _SAMPLE = 1 << 21, 64
+
+
+def _merge_order(key: np.ndarray, obj: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The order (key, obj, dst) of rows that come as runs each sorted that way (one per
+    site). A stable sort on the key alone merges the runs (timsort finds them); rows with
+    equal keys are then put in (obj, dst) order among themselves."""
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    tie = ks[1:] == ks[:-1]
+    if tie.any():
+        in_tie = np.zeros(len(ks), dtype=bool)
+        in_tie[1:] |= tie
+        in_tie[:-1] |= tie
+        at = np.flatnonzero(in_tie)
+        rows = order[at]
+        order[at] = rows[np.lexsort((dst[rows], obj[rows], key[rows]))]
+    return order
+
+
+def schedule(site_plans: list[SitePlan], backbone_plans: list[SitePlan], topology: Topology,
+             catalog: Catalog, previous: dict[str, dict[str, str]]) -> Schedule:
+    """Sources, waves and link use of tonight's additions; what does not fit is deferred.
+
+    *previous*: appliance or backbone node -> {id: tier} held before tonight. A backbone
+    node's plan has ``site`` == the node's name and one appliance of that name. The steps
+    of `Fleet`, one after the other in one process.
+    """
+    fleet = Fleet(topology, catalog)
+    plans = _plans_by_name(site_plans, [s.name for s in topology.sites], "site")
+    bb = fleet.fill_backbone(backbone_plans)
+    held = held_before(catalog, previous)
+    sites = [fleet.site_transfers(k, plans.get(s.name), held, bb)
+             for k, s in enumerate(topology.sites)]
+    taken = fleet.admit([st.firsts for st in sites])
+    return fleet.schedule(bb, [Fleet.resolve(st, t) for st, t in zip(sites, taken, strict=True)])

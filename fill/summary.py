@@ -14,9 +14,9 @@ import numpy as np
 from oca.units import format_size
 
 from .backbone import Schedule
-from .model import Catalog, SitePlan, Topology
+from .model import Catalog, Site, SitePlan, Topology
 
-__all__ = ["summarize", "format_text"]
+__all__ = ["summarize", "format_text", "site_figures", "node_figures", "assemble", "Sizes"]
 
 _SOURCES = ("peer", "backbone", "origin")
 
@@ -30,7 +30,7 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-class _Sizes:
+class Sizes:
     """Bytes of objects by number, and of ids (deleted lists name ids, not numbers)."""
 
     def __init__(self, catalog: Catalog):
@@ -54,7 +54,7 @@ class _Sizes:
         return int(self.size[num[known]].sum()), int((~known).sum())
 
 
-def _deleted(plan: SitePlan | None, names: Iterable[str], sizes: _Sizes) -> dict:
+def _deleted(plan: SitePlan | None, names: Iterable[str], sizes: Sizes) -> dict:
     n = nbytes = unknown = 0
     for name in names:
         ids = list(plan.deleted.get(name, ())) if plan else []
@@ -87,85 +87,78 @@ def _lost_value(plan: SitePlan, deferred: dict[str, list[int]], names: list[str]
     return float((dens * size[objs]).sum())
 
 
-def summarize(site_plans: list[SitePlan], backbone_plans: list[SitePlan], schedule: Schedule,
-              topology: Topology, catalog: Catalog, demand_info: dict) -> dict:
-    """The plan's figures: per site, per backbone node, per link, and totals.
+def _filled(source: np.ndarray, size: np.ndarray, n_bb: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, copies) by _SOURCES kind of transfers with these sources (names indices:
+    0 the origin, 1..n_bb the backbone nodes, then appliances)."""
+    source = np.asarray(source, dtype=np.int64)
+    kind = np.where(source == 0, 2, np.where(source <= n_bb, 1, 0))
+    nbytes = np.zeros(3, dtype=np.int64)
+    np.add.at(nbytes, kind, np.asarray(size, dtype=np.int64))
+    return nbytes, np.bincount(kind, minlength=3)
 
-    *demand_info*: counts from reading the logs (lines, malformed, unknown_objects),
-    passed through under ``demand``.
-    """
-    sizes = _Sizes(catalog)
-    t = schedule.transfers
-    n_bb = len(topology.backbone)
-    # names of the transfer table: origin, backbone nodes, then appliances site by site
-    group = np.zeros(len(t.names), dtype=np.int64)
-    group[1:1 + n_bb] = np.arange(n_bb)
-    at = 1 + n_bb
-    for k, s in enumerate(topology.sites):
-        group[at:at + len(s.appliances)] = n_bb + k
-        at += len(s.appliances)
-    kind = np.where(t.source == 0, 2, np.where(t.source <= n_bb, 1, 0))  # _SOURCES index
-    filled = np.zeros((n_bb + len(topology.sites), 3), dtype=np.int64)
-    np.add.at(filled, (group[t.dst], kind), t.size)
-    filled_n = np.zeros((n_bb + len(topology.sites), 3), dtype=np.int64)
-    np.add.at(filled_n, (group[t.dst], kind), 1)
 
-    def node_figures(g: int, plan: SitePlan | None, names: list[str],
-                     sources: tuple[str, ...] = _SOURCES) -> dict:
-        added = [plan.added.get(a, ()) if plan else () for a in names]
-        deferred = [schedule.deferred.get(a, []) for a in names]
-        return {
-            "added": _count(sum(len(a) for a in added), sum(sizes.of(a) for a in added)),
-            "filled": _count(filled_n[g].sum(), filled[g].sum()),
-            "filled_from": {src: int(filled[g, _SOURCES.index(src)]) for src in sources},
-            "deferred": _count(sum(len(d) for d in deferred), sum(sizes.of(d) for d in deferred)),
-            "deleted": _deleted(plan, names, sizes),
-            "churn_bytes": int(plan.churn_bytes) if plan else 0,
-        }
+def node_figures(plan: SitePlan | None, names: list[str], source: np.ndarray,
+                 size: np.ndarray, deferred: dict[str, list[int]], sizes: Sizes, n_bb: int,
+                 kinds: tuple[str, ...] = _SOURCES) -> dict:
+    """Figures of one site or backbone node: *names* its appliances (or itself); *source*
+    and *size* of the transfers into them; *deferred*: node -> object numbers."""
+    filled, filled_n = _filled(source, size, n_bb)
+    added = [plan.added.get(a, ()) if plan else () for a in names]
+    late = [deferred.get(a, []) for a in names]
+    return {
+        "added": _count(sum(len(a) for a in added), sum(sizes.of(a) for a in added)),
+        "filled": _count(filled_n.sum(), filled.sum()),
+        "filled_from": {src: int(filled[_SOURCES.index(src)]) for src in kinds},
+        "deferred": _count(sum(len(d) for d in late), sum(sizes.of(d) for d in late)),
+        "deleted": _deleted(plan, names, sizes),
+        "churn_bytes": int(plan.churn_bytes) if plan else 0,
+    }
 
-    bb_by = {p.site: p for p in backbone_plans}
-    backbone = {}
-    for g, b in enumerate(topology.backbone):
-        backbone[b.name] = node_figures(g, bb_by.get(b.name), [b.name], ("origin",))
 
-    site_by = {p.site: p for p in site_plans}
-    sites = {}
-    value_total = value_held = 0.0
-    weighted = True
-    for k, s in enumerate(topology.sites):
-        plan = site_by.get(s.name)
-        names = [a.name for a in s.appliances]
-        offload = float(plan.expected_offload) if plan else 0.0
-        stats = plan.stats if plan else {}
-        has_value = "value_total" in stats and "value_held" in stats
-        if plan is not None and has_value:
-            value_total += float(stats["value_total"])
-            value_held += float(stats["value_held"])
-        elif plan is not None:
-            weighted = False
-        # What the site serves if tonight's deferrals stay unfilled: unknown without the
-        # plan's value figures, unless nothing was deferred.
-        tonight: float | None = offload
-        if any(a in schedule.deferred for a in names):
-            lost = _lost_value(plan, schedule.deferred, names, sizes.size) if has_value \
-                else None
-            if lost is None:
-                tonight = None
-            elif float(stats["value_total"]) > 0:
-                tonight = max(0.0, float(stats["value_held"]) - lost) \
-                    / float(stats["value_total"])
-        sites[s.name] = {
-            "upstream": s.upstream,
-            "appliances": len(names),
-            "expected_offload": round(offload, 6),
-            "expected_offload_tonight": None if tonight is None else round(tonight, 6),
-            **node_figures(n_bb + k, plan, names),
-        }
+def site_figures(site: Site, plan: SitePlan | None, source: np.ndarray, size: np.ndarray,
+                 deferred: dict[str, list[int]], sizes: Sizes, n_bb: int
+                 ) -> tuple[dict, tuple[bool, float, float] | None]:
+    """One site's entry of the summary, and what the fleet's offload needs of it: None
+    without a plan, else (the plan has value figures, value total, value held)."""
+    names = [a.name for a in site.appliances]
+    offload = float(plan.expected_offload) if plan else 0.0
+    stats = plan.stats if plan else {}
+    has_value = "value_total" in stats and "value_held" in stats
+    weight = None
+    if plan is not None:
+        weight = (has_value, float(stats["value_total"]) if has_value else 0.0,
+                  float(stats["value_held"]) if has_value else 0.0)
+    # What the site serves if tonight's deferrals stay unfilled: unknown without the
+    # plan's value figures, unless nothing was deferred.
+    tonight: float | None = offload
+    if any(a in deferred for a in names):
+        lost = _lost_value(plan, deferred, names, sizes.size) if has_value else None
+        if lost is None:
+            tonight = None
+        elif float(stats["value_total"]) > 0:
+            tonight = max(0.0, float(stats["value_held"]) - lost) \
+                / float(stats["value_total"])
+    return {
+        "upstream": site.upstream,
+        "appliances": len(names),
+        "expected_offload": round(offload, 6),
+        "expected_offload_tonight": None if tonight is None else round(tonight, 6),
+        **node_figures(plan, names, source, size, deferred, sizes, n_bb),
+    }, weight
 
+
+def assemble(topology: Topology, demand_info: dict, sites: dict[str, dict],
+             weights: list[tuple[bool, float, float] | None], backbone: dict[str, dict],
+             link_bytes: dict[tuple[str, str], int], link_budget: dict[tuple[str, str], int],
+             origin_egress: int, waves: int) -> dict:
+    """The summary from every site's and backbone node's figures (topology order)."""
+    weighted = all(w[0] for w in weights if w is not None)
+    value_total = sum(w[1] for w in weights if w is not None)
+    value_held = sum(w[2] for w in weights if w is not None)
     links = []
     for lk in topology.links:
         key = (lk.src, lk.dst)
-        used, budget = schedule.link_bytes[key], schedule.link_budget[key]
+        used, budget = link_bytes[key], link_budget[key]
         links.append({"from": lk.src, "to": lk.dst, "gbps": lk.gbps, "bytes": used,
                       "budget": budget, "utilisation": round(used / budget, 6) if budget else 0.0})
 
@@ -191,13 +184,54 @@ def summarize(site_plans: list[SitePlan], backbone_plans: list[SitePlan], schedu
             "deferred": total("deferred"),
             "deleted": total("deleted", ("objects", "bytes", "not_in_catalog")),
             "churn_bytes": sum(v["churn_bytes"] for v in every),
-            "origin_egress": schedule.origin_egress,
-            "waves": schedule.waves,
+            "origin_egress": int(origin_egress),
+            "waves": int(waves),
         },
         "backbone": backbone,
         "sites": sites,
         "links": links,
     }
+
+
+def summarize(site_plans: list[SitePlan], backbone_plans: list[SitePlan], schedule: Schedule,
+              topology: Topology, catalog: Catalog, demand_info: dict) -> dict:
+    """The plan's figures: per site, per backbone node, per link, and totals.
+
+    *demand_info*: counts from reading the logs (lines, malformed, unknown_objects),
+    passed through under ``demand``. (`plan.py` makes the same figures site by site in
+    its workers: `site_figures`, `node_figures`, then `assemble`.)
+    """
+    sizes = Sizes(catalog)
+    t = schedule.transfers
+    n_bb = len(topology.backbone)
+    # names of the transfer table: origin, backbone nodes, then appliances site by site
+    group = np.zeros(len(t.names), dtype=np.int64)
+    group[1:1 + n_bb] = np.arange(n_bb)
+    at = 1 + n_bb
+    for k, s in enumerate(topology.sites):
+        group[at:at + len(s.appliances)] = n_bb + k
+        at += len(s.appliances)
+    g = group[t.dst]
+    order = np.argsort(g, kind="stable")
+    bounds = np.searchsorted(g[order], np.arange(n_bb + len(topology.sites) + 1)).tolist()
+
+    def part(k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = order[bounds[k]:bounds[k + 1]]
+        return t.source[rows], t.size[rows]
+
+    bb_by = {p.site: p for p in backbone_plans}
+    backbone = {b.name: node_figures(bb_by.get(b.name), [b.name], *part(k), schedule.deferred,
+                                     sizes, n_bb, ("origin",))
+                for k, b in enumerate(topology.backbone)}
+    site_by = {p.site: p for p in site_plans}
+    sites, weights = {}, []
+    for k, s in enumerate(topology.sites):
+        entry, weight = site_figures(s, site_by.get(s.name), *part(n_bb + k),
+                                     schedule.deferred, sizes, n_bb)
+        sites[s.name] = entry
+        weights.append(weight)
+    return assemble(topology, demand_info, sites, weights, backbone, schedule.link_bytes,
+                    schedule.link_budget, schedule.origin_egress, schedule.waves)
 
 
 def _num(v) -> str:

@@ -81,11 +81,14 @@ def plan_of(site: str, catalog: Catalog, previous: dict[str, dict[str, str]],
 
 
 def run(fleet, blocks=None) -> Schedule:
-    """schedule(*fleet), optionally with tiny admission blocks (min, start, max)."""
+    """schedule(*fleet), optionally with tiny admission blocks (min, start, max), which
+    also make the merge of the sites' first copies go by tiny bands (rows: start,
+    sampled every min-th row)."""
     if blocks is None:
         return schedule(*fleet)
     lo, start, hi = blocks
-    with mock.patch.multiple(backbone, _BLOCK_MIN=lo, _BLOCK_START=start, _BLOCK_MAX=hi):
+    with mock.patch.multiple(backbone, _BLOCK_MIN=lo, _BLOCK_START=start, _BLOCK_MAX=hi,
+                             _BAND_ROWS=start, _SAMPLE=lo):
         return schedule(*fleet)
 
 
