@@ -35,7 +35,7 @@ from .model import Catalog, SitePlan, Topology, Transfer
 from .rendezvous import catalog_lookup
 
 __all__ = ["Schedule", "TransferTable", "Fleet", "BackboneFill", "FirstCopies", "SiteTransfers",
-           "SiteResult", "schedule", "route", "held_before"]
+           "SiteResult", "schedule", "route", "held_before", "deferred_by_node"]
 
 DAY = 86400
 
@@ -364,8 +364,8 @@ class FirstCopies:
     """One site's first copies (the site's only copy of an object over the links), in
     admission order: highest priority, then object number, then destination."""
 
-    obj: np.ndarray  # int64
-    dst: np.ndarray  # int64 names index
+    obj: np.ndarray  # int32 (the fleet's first copies are many: ~17 bytes each here)
+    dst: np.ndarray  # int32 names index
     key: np.ndarray  # float64: -priority (NaN priority: +inf), ascending
     via: np.ndarray  # int8: upstream option: 0 none, 1 held before (wave 1), 2 filled tonight (2)
     bb_route: int  # route id upstream -> site, -1 none
@@ -407,10 +407,11 @@ class SiteResult:
                              self.wave[order].astype(np.int32), size_of[obj])
 
     def deferred(self, names: tuple[str, ...]) -> dict[str, list[int]]:
-        return _deferred_dict(names, self.left_obj, self.left_dst)
+        return deferred_by_node(names, self.left_obj, self.left_dst)
 
 
-def _deferred_dict(names, obj: np.ndarray, dst: np.ndarray) -> dict[str, list[int]]:
+def deferred_by_node(names, obj: np.ndarray, dst: np.ndarray) -> dict[str, list[int]]:
+    """node -> ascending object numbers, nodes in *names* order (*dst* indexes *names*)."""
     order = np.lexsort((obj, dst))
     obj, dst = obj[order], dst[order]
     cuts = np.flatnonzero(np.diff(dst)) + 1
@@ -548,8 +549,8 @@ class Fleet:
         follow_first = rank[np.cumsum(is_first)[~is_first] - 1]
         return SiteTransfers(
             s.name, peer,
-            FirstCopies(f_obj[order], f_dst[order], key[order], via[order], bb_route_id,
-                        origin_route_id, upstream),
+            FirstCopies(f_obj[order].astype(np.int32), f_dst[order].astype(np.int32),
+                        key[order], via[order], bb_route_id, origin_route_id, upstream),
             (obj[follow], base + local[follow], follow_first))
 
     # -- 3. all sites' first copies together -------------------------------------------------

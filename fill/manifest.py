@@ -28,7 +28,7 @@ import numpy as np
 from .errors import InputError
 from .model import TIERS, Catalog, SitePlan
 
-__all__ = ["read_previous", "write_manifests", "manifest_bytes"]
+__all__ = ["read_previous", "write_manifests", "write_manifest", "manifest_bytes"]
 
 _TIERS = frozenset(TIERS)
 _TIER_NAME = {t: t for t in TIERS}
@@ -129,7 +129,7 @@ def write_manifests(out_dir: str | os.PathLike, site_plans: Iterable[SitePlan],
     for plan in [*site_plans, *backbone_plans]:
         for node in plan.holdings:
             data = manifest_bytes(node, plan, schedule, catalog, generated)
-            paths.append(_write_atomic(folder, node, data))
+            paths.append(write_manifest(folder, node, data))
     return paths
 
 
@@ -272,7 +272,10 @@ def _file_name(node: str) -> str:
     return f"{node}.json"
 
 
-def _write_atomic(folder: Path, node: str, data: bytes) -> Path:
+def write_manifest(folder: str | os.PathLike, node: str, data: bytes) -> Path:
+    """Write one manifest as ``<node>.json`` in *folder*, atomically (a dot-file, then
+    rename: readers never see half a manifest)."""
+    folder = Path(folder)
     path = folder / _file_name(node)
     tmp = folder / f".{node}.json.tmp"
     with open(tmp, "wb") as f:

@@ -1,11 +1,23 @@
 """``oca-fill plan``: from catalog, logs and topology to manifests and a summary.
 
-Sites are independent units of work: each is placed by `placement.place_site` from
-the catalog, its own forecast and its appliances' previous manifests. They run in a
-local process pool by default (forked, so the catalog is shared copy-on-write, not
-pickled), or on a Dask distributed cluster with ``--dask ADDRESS`` (the catalog is
-scattered to the workers once). Both give byte-identical manifests: placement is a
-pure function of its inputs.
+The fleet is planned site by site, and no process ever holds the whole fleet's plan
+(at 100 sites x 10 appliances that is ~90M held objects and as many transfers):
+
+1. parent: the logs are folded into demand, the Forecaster's fleet-wide part is built,
+   the backbone nodes are planned (their forecast sums their sites') and their fills
+   admitted on the origin's links (`backbone.Fleet.fill_backbone`);
+2. per site (workers): the site's forecast, its previous manifests, its placement and
+   the sorting out of its additions (`Fleet.site_transfers`); each worker keeps its site
+   (a spool file, or a Dask future) and hands back only the site's first copies;
+3. parent: every site's first copies are admitted together (the links are shared,
+   `Fleet.admit`);
+4. per site (workers): sources and waves (`Fleet.resolve`), the site's manifests and its
+   figures for the summary.
+
+Workers are a local process pool by default (forked, so the catalog and the forecaster
+are shared copy-on-write, not pickled), or a Dask distributed cluster with ``--dask
+ADDRESS``. Both give byte-identical manifests: every step is a pure function of its
+inputs, and the admission, the one step that sees all sites, runs in this process.
 """
 
 from __future__ import annotations
@@ -13,19 +25,33 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backbone import schedule as schedule_transfers
+import numpy as np
+
+from .backbone import (
+    BackboneFill,
+    FirstCopies,
+    Fleet,
+    SiteTransfers,
+    TransferTable,
+    deferred_by_node,
+    held_before,
+)
 from .catalog import load_catalog
-from .forecast import ForecastParams, forecast, forecast_backbone
+from .forecast import Forecaster, ForecastParams
 from .logs import read_demand
-from .manifest import read_previous, write_manifests
+from .manifest import manifest_bytes, read_previous, write_manifest
 from .model import ApplianceSpec, Catalog, Site, SiteForecast, SitePlan, Topology
 from .placement import PlacementParams, place_site
-from .summary import summarize
+from .summary import Sizes, assemble, node_figures, site_figures
 from .topology import load_topology
 
 log = logging.getLogger("oca.fill")
@@ -57,51 +83,176 @@ def backbone_sites(topology: Topology) -> list[Site]:
     return sites
 
 
-def _previous_of(site: Site, previous: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-    return {a.name: previous.get(a.name, {}) for a in site.appliances}
+@dataclass(frozen=True, eq=False)
+class _Fixed:
+    """What every site's work reads and nobody changes (shared by fork, or scattered)."""
+
+    catalog: Catalog
+    fleet: Fleet
+    bb: BackboneFill
+    bb_held: dict[str, np.ndarray]
+    params: PlacementParams
+    now: float
 
 
-# The forked pool's view of the inputs (set before the pool starts; inherited, not pickled).
+@dataclass(frozen=True)
+class _SiteFigures:
+    """What a site's last step hands back for the summary."""
+
+    entry: dict
+    weight: tuple[bool, float, float] | None
+    origin_egress: int
+    waves: int
+
+
+def _first_step(fx: _Fixed, k: int, fc: SiteForecast, previous: dict[str, dict[str, str]]
+                ) -> tuple[SitePlan, SiteTransfers]:
+    """Place site number *k* and sort out its additions."""
+    site = fx.fleet.topology.sites[k]
+    plan = place_site(site, fx.catalog, fc, previous, fx.params)
+    held = held_before(fx.catalog, previous)
+    if site.upstream in fx.bb_held:
+        held[site.upstream] = fx.bb_held[site.upstream]
+    return plan, fx.fleet.site_transfers(k, plan, held, fx.bb)
+
+
+def _last_step(fx: _Fixed, k: int, plan: SitePlan, st: SiteTransfers, taken: np.ndarray,
+               emit: Callable[[str, bytes], None]) -> _SiteFigures:
+    """Sources and waves of site number *k*; its manifests go to *emit*."""
+    fleet = fx.fleet
+    result = Fleet.resolve(st, taken)
+    table = result.table(fleet.names, fleet.size)
+    deferred = result.deferred(fleet.names)
+    view = _Transfers(table)
+    site = fleet.topology.sites[k]
+    for a in site.appliances:
+        if a.name in plan.holdings:
+            emit(a.name, manifest_bytes(a.name, plan, view, fx.catalog, fx.now))
+    entry, weight = site_figures(site, plan, table.source, table.size, deferred,
+                                 Sizes(fx.catalog), len(fleet.topology.backbone))
+    return _SiteFigures(entry, weight, int(table.size[table.source == 0].sum()),
+                        int(table.wave.max()) if len(table) else 0)
+
+
+@dataclass(frozen=True)
+class _Transfers:
+    """A schedule as manifest_bytes reads it: only `transfers`."""
+
+    transfers: TransferTable
+
+
+# -- local workers: a forked pool; the fixed inputs are inherited, not pickled ------------
+
 _SHARED: dict = {}
 
 
-def _place_shared(i: int) -> SitePlan:
-    site = _SHARED["sites"][i]
-    return place_site(site, _SHARED["catalog"], _SHARED["forecasts"][site.name],
-                      _previous_of(site, _SHARED["previous"]), _SHARED["params"])
+def _local_first(k: int) -> FirstCopies:
+    fx: _Fixed = _SHARED["fixed"]
+    site = fx.fleet.topology.sites[k]
+    previous = _SHARED["previous"]
+    prev = read_previous(previous, [a.name for a in site.appliances]) if previous else {}
+    plan, st = _first_step(fx, k, _SHARED["model"].site(site.name), prev)
+    with open(_spool(k), "wb") as f:
+        pickle.dump((plan, st), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return st.firsts
 
 
-def place_all(sites: list[Site], catalog: Catalog, forecasts: dict[str, SiteForecast],
-              previous: dict[str, dict[str, str]], params: PlacementParams,
-              dask: str | None = None, processes: int | None = None) -> list[SitePlan]:
-    """Place every site, in order, locally (process pool) or on a Dask cluster."""
-    if not sites:
-        return []
-    if dask:
-        return _place_dask(dask, sites, catalog, forecasts, previous, params)
-    processes = processes or os.cpu_count() or 1
-    if processes <= 1 or len(sites) == 1:
-        return [place_site(s, catalog, forecasts[s.name], _previous_of(s, previous), params)
-                for s in sites]
-    _SHARED.update(sites=sites, catalog=catalog, forecasts=forecasts, previous=previous,
-                   params=params)
+def _local_last(k: int, taken: np.ndarray) -> _SiteFigures:
+    fx: _Fixed = _SHARED["fixed"]
+    path = _spool(k)
+    with open(path, "rb") as f:
+        plan, st = pickle.load(f)
+    path.unlink()
+    out = _SHARED["out"]
+    return _last_step(fx, k, plan, st, taken, lambda name, data: write_manifest(out, name, data))
+
+
+def _spool(k: int) -> Path:
+    return _SHARED["spool"] / f"{k}.pickle"
+
+
+def _pool(processes: int, n: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=min(processes, n),
+                               mp_context=multiprocessing.get_context("fork"))
+
+
+def _run_local(fx: _Fixed, model: Forecaster, previous: Path | None, out: Path,
+               processes: int) -> Iterator:
+    """Steps 2-4 on a local pool: yields the first copies (a list), then receives the
+    admission (a list of taken arrays) and yields the figures."""
+    spool = Path(tempfile.mkdtemp(prefix=".spool-", dir=out))
+    n = len(fx.fleet.topology.sites)
+    _SHARED.update(fixed=fx, model=model, previous=previous, spool=spool, out=out)
     try:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(processes, len(sites)), mp_context=ctx) as ex:
-            return list(ex.map(_place_shared, range(len(sites)), chunksize=1))
+        if processes <= 1 or n <= 1:
+            firsts = [_local_first(k) for k in range(n)]
+        else:
+            with _pool(processes, n) as ex:
+                firsts = list(ex.map(_local_first, range(n)))
+        _SHARED.pop("model")  # the forecaster is not needed any more: free it
+        del model
+        taken = yield firsts
+        del firsts
+        if processes <= 1 or n <= 1:
+            figures = [_local_last(k, t) for k, t in enumerate(taken)]
+        else:
+            with _pool(processes, n) as ex:
+                figures = list(ex.map(_local_last, range(n), taken))
+        yield figures
     finally:
         _SHARED.clear()
+        shutil.rmtree(spool, ignore_errors=True)
 
 
-def _place_dask(address: str, sites, catalog, forecasts, previous, params) -> list[SitePlan]:
+# -- Dask: each site's plan stays on the cluster as a future between the steps -----------
+
+def _dask_first(fx: _Fixed, k: int, fc: SiteForecast, previous: dict[str, dict[str, str]]):
+    return _first_step(fx, k, fc, previous)
+
+
+def _dask_firsts_of(work) -> FirstCopies:
+    return work[1].firsts
+
+
+def _dask_last(fx: _Fixed, k: int, work, taken: np.ndarray):
+    plan, st = work
+    manifests: list[tuple[str, bytes]] = []
+    figures = _last_step(fx, k, plan, st, taken, lambda name, data: manifests.append(
+        (name, data)))
+    return manifests, figures
+
+
+def _run_dask(address: str, fx: _Fixed, model: Forecaster, previous: Path | None,
+              out: Path) -> Iterator:
+    """Steps 2-4 on a Dask cluster (same protocol as _run_local). Forecasts and previous
+    manifests are read here and sent with each site; the manifests come back here to be
+    written, one site at a time."""
     from distributed import Client
 
+    sites = fx.fleet.topology.sites
     with Client(address) as client:
-        cat = client.scatter(catalog, broadcast=True)
-        futures = [client.submit(place_site, s, cat, forecasts[s.name],
-                                 _previous_of(s, previous), params, pure=False)
-                   for s in sites]
-        return client.gather(futures)
+        fixed = client.scatter(fx, broadcast=True)
+        work = []
+        for k, site in enumerate(sites):
+            prev = read_previous(previous, [a.name for a in site.appliances]) \
+                if previous else {}
+            work.append(client.submit(_dask_first, fixed, k, model.site(site.name), prev,
+                                      pure=False))
+        del model
+        firsts = client.gather([client.submit(_dask_firsts_of, w, pure=False) for w in work])
+        taken = yield firsts
+        del firsts
+        last = [client.submit(_dask_last, fixed, k, w, t, pure=False)
+                for k, (w, t) in enumerate(zip(work, taken, strict=True))]
+        del work
+        figures = []
+        for future in last:
+            manifests, fig = future.result()
+            future.release()
+            for name, data in manifests:
+                write_manifest(out, name, data)
+            figures.append(fig)
+        yield figures
 
 
 def run_plan(req: PlanRequest) -> dict:
@@ -109,30 +260,74 @@ def run_plan(req: PlanRequest) -> dict:
     t0 = time.monotonic()
     catalog = load_catalog(req.catalog)
     topology = load_topology(req.topology)
+    fleet = Fleet(topology, catalog)  # checks the names before the long part
     log.info("catalog: %d objects; topology: %d sites, %d backbone nodes", len(catalog),
              len(topology.sites), len(topology.backbone))
     fp = req.forecast
     demand = read_demand(req.logs, catalog, topology, req.now, fp.half_life,
                          fp.recent_half_life)
-    if demand.malformed:
-        log.warning("access logs: %d of %d lines malformed, skipped", demand.malformed,
-                    demand.lines)
+    demand_info = {"lines": demand.lines, "malformed": demand.malformed,
+                   "unknown_objects": demand.unknown_objects}
     t_logs = time.monotonic()
-    forecasts = forecast(demand, catalog, topology, req.now, fp)
-    forecasts.update(forecast_backbone(forecasts, topology))
-    previous = read_previous(req.previous) if req.previous else {}
-    sites = list(topology.sites)
-    site_plans = place_all(sites, catalog, forecasts, previous, req.placement, req.dask,
-                           req.processes)
+    model = Forecaster(demand, catalog, topology, req.now, fp)
+    del demand
+
+    # 1. Backbone nodes: planned and filled here, before any site (sites copy from them).
     bb_sites = backbone_sites(topology)
-    bb_plans = place_all(bb_sites, catalog, forecasts, previous, req.placement, None, 1)
-    t_place = time.monotonic()
-    sched = schedule_transfers(site_plans, bb_plans, topology, catalog, previous)
+    bb_prev = read_previous(req.previous, [s.name for s in bb_sites]) if req.previous else {}
+    bb_fc = model.backbone() if bb_sites else {}
+    bb_plans = [place_site(s, catalog, bb_fc[s.name], {s.name: bb_prev.get(s.name, {})},
+                           req.placement) for s in bb_sites]
+    del bb_fc
+    bb_held = held_before(catalog, bb_prev)
+    del bb_prev
+    bb = fleet.fill_backbone(bb_plans)
+    fx = _Fixed(catalog, fleet, bb, bb_held, req.placement, req.now)
+
+    # 2-4. Sites.
     req.out.mkdir(parents=True, exist_ok=True)
-    write_manifests(req.out, site_plans, bb_plans, sched, catalog, req.now)
-    summary = summarize(site_plans, bb_plans, sched, topology, catalog, {
-        "lines": demand.lines, "malformed": demand.malformed,
-        "unknown_objects": demand.unknown_objects})
-    log.info("planned in %.1f s (logs %.1f s, placement %.1f s)", time.monotonic() - t0,
-             t_logs - t0, t_place - t_logs)
+    if req.dask:
+        steps = _run_dask(req.dask, fx, model, req.previous, req.out)
+    else:
+        steps = _run_local(fx, model, req.previous, req.out,
+                           req.processes or os.cpu_count() or 1)
+    del model
+    try:
+        firsts = next(steps)
+        t_place = time.monotonic()
+        taken = fleet.admit(firsts)
+        del firsts
+        figures = steps.send(taken)
+    finally:
+        steps.close()
+
+    # The backbone nodes' manifests and figures.
+    n_bb = len(topology.backbone)
+    bb_table = TransferTable(fleet.names, bb.obj, bb.dst.astype(np.int32),
+                             np.zeros(len(bb.obj), np.int32), np.ones(len(bb.obj), np.int32),
+                             fleet.size[bb.obj])
+    order = np.lexsort((bb_table.obj, bb_table.dst))
+    bb_table = TransferTable(fleet.names, *(getattr(bb_table, f)[order]
+                                            for f in ("obj", "dst", "source", "wave", "size")))
+    view = _Transfers(bb_table)
+    deferred = deferred_by_node(fleet.names, bb.left_obj, bb.left_dst)
+    sizes = Sizes(catalog)
+    backbone = {}
+    for plan in bb_plans:
+        write_manifest(req.out, plan.site, manifest_bytes(plan.site, plan, view, catalog,
+                                                          req.now))
+        part = bb_table.to(plan.site)
+        backbone[plan.site] = node_figures(plan, [plan.site], part.source, part.size,
+                                           deferred, sizes, n_bb, ("origin",))
+    link_bytes, link_budget = fleet.link_use()
+    summary = assemble(
+        topology, demand_info, {s.name: f.entry for s, f in zip(topology.sites, figures,
+                                                                 strict=True)},
+        [f.weight for f in figures], backbone, link_bytes, link_budget,
+        int(bb_table.size.sum()) + sum(f.origin_egress for f in figures),
+        max([f.waves for f in figures] + [1 if len(bb_table) else 0]))
+    log.info("planned in %.1f s (logs %.1f s, placement %.1f s, the rest %.1f s)",
+             time.monotonic() - t0, t_logs - t0, t_place - t_logs,
+             time.monotonic() - t_place)
     return summary
+
