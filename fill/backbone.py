@@ -511,8 +511,10 @@ class Fleet:
             return nothing
         prio = np.concatenate([p[1] for p in parts])
         local = np.repeat(np.arange(len(app_names)), [len(p[0]) for p in parts])
-        uniq = _distinct(obj)
-        col = np.searchsorted(uniq, obj)
+        present = np.zeros(len(self.size), dtype=bool)  # sort-free distinct objects
+        present[obj] = True
+        uniq = np.flatnonzero(present)
+        col = (np.cumsum(present) - 1)[obj]
         n = len(obj)
 
         # A peer that held the object is a source; one that keeps it tonight is preferred
@@ -531,7 +533,7 @@ class Fleet:
         peer = (obj[from_peer], base + local[from_peer], base + holder[from_peer])
 
         rest = np.flatnonzero(~from_peer)
-        rest = rest[np.lexsort((local[rest], col[rest]))]
+        rest = rest[np.argsort(col[rest], kind="stable")]  # by object, then appliance
         is_first = np.ones(len(rest), dtype=bool)
         is_first[1:] = col[rest[1:]] != col[rest[:-1]]
         firsts = rest[is_first]
@@ -543,7 +545,8 @@ class Fleet:
         if bb_route_id >= 0:
             via[_member(f_obj, bb.filled.get(s.upstream, _EMPTY))] = 2
             via[_member(f_obj, held.get(s.upstream, _EMPTY))] = 1
-        order = np.lexsort((f_dst, f_obj, key))
+        # (key, obj, dst) order: the first copies come by object, one per object
+        order = np.argsort(key, kind="stable")
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
         follow_first = rank[np.cumsum(is_first)[~is_first] - 1]
@@ -571,24 +574,38 @@ class Fleet:
             edges = _distinct(sample[::max(1, _BAND_ROWS // _SAMPLE)][1:])
             cuts = [np.concatenate(([0], np.searchsorted(k, edges), [len(k)])) for k in keys]
             for b in range(len(edges) + 1):
-                parts = [(f, off, int(c[b]), int(c[b + 1]))
+                parts = [self._viable(f, off, int(c[b]), int(c[b + 1]))
                          for f, off, c in zip(firsts, offsets[:-1].tolist(), cuts, strict=True)
                          if c[b + 1] > c[b]]
+                parts = [p for p in parts if len(p[1])]
                 if not parts:
                     continue
-                key = np.concatenate([f.key[lo:hi] for f, _, lo, hi in parts])
-                obj = np.concatenate([f.obj[lo:hi] for f, _, lo, hi in parts])
-                dst = np.concatenate([f.dst[lo:hi] for f, _, lo, hi in parts])
-                pos = np.concatenate([np.arange(off + lo, off + hi) for _, off, lo, hi in parts])
+                key = np.concatenate([f.key[rows] for f, rows, _ in parts])
+                obj = np.concatenate([f.obj[rows] for f, rows, _ in parts])
+                dst = np.concatenate([f.dst[rows] for f, rows, _ in parts])
+                pos = np.concatenate([off + rows for _, rows, off in parts])
                 opt = np.empty((len(obj), 2), dtype=np.int64)
-                opt[:, 0] = np.concatenate([np.where(f.via[lo:hi] > 0, f.bb_route, -1)
-                                            for f, _, lo, hi in parts])
-                opt[:, 1] = np.concatenate([np.full(hi - lo, f.origin_route)
-                                            for f, _, lo, hi in parts])
+                opt[:, 0] = np.concatenate([np.where(f.via[rows] > 0, f.bb_route, -1)
+                                            for f, rows, _ in parts])
+                opt[:, 1] = np.concatenate([np.full(len(rows), f.origin_route)
+                                            for f, rows, _ in parts])
                 order = _merge_order(key, obj, dst)
                 taken[pos[order]] = _admit(self.size[obj[order]], opt[order], self.table,
                                            self.room)
         return [taken[offsets[i]:offsets[i + 1]] for i in range(len(firsts))]
+
+    def _viable(self, f: FirstCopies, offset: int, lo: int, hi: int
+                ) -> tuple[FirstCopies, np.ndarray, int]:
+        """Rows lo..hi of *f* that some option still has room for: the others are deferred
+        already (room only shrinks), so they skip the admission. Once a site's links are
+        full that is most of its rows, checked here at the cost of one comparison each."""
+        size = self.size[f.obj[lo:hi]]
+        ok = np.zeros(hi - lo, dtype=bool)
+        if f.origin_route >= 0:
+            ok |= size <= self.room[self.table[f.origin_route]].min()
+        if f.bb_route >= 0:
+            ok |= (size <= self.room[self.table[f.bb_route]].min()) & (f.via[lo:hi] > 0)
+        return f, lo + np.flatnonzero(ok), offset
 
     # -- 4. one site again -------------------------------------------------------------------
 

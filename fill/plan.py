@@ -283,6 +283,7 @@ def run_plan(req: PlanRequest) -> dict:
     del bb_prev
     bb = fleet.fill_backbone(bb_plans)
     fx = _Fixed(catalog, fleet, bb, bb_held, req.placement, req.now)
+    t_bb = time.monotonic()
 
     # 2-4. Sites.
     req.out.mkdir(parents=True, exist_ok=True)
@@ -297,37 +298,45 @@ def run_plan(req: PlanRequest) -> dict:
         t_place = time.monotonic()
         taken = fleet.admit(firsts)
         del firsts
+        t_admit = time.monotonic()
+        # The backbone nodes' manifests and figures, before the sites' last step: the
+        # catalog's manifest fields are then made once here, and the workers inherit them.
+        backbone = _backbone_out(fx, bb_plans, req.out)
         figures = steps.send(taken)
     finally:
         steps.close()
 
-    # The backbone nodes' manifests and figures.
-    n_bb = len(topology.backbone)
-    bb_table = TransferTable(fleet.names, bb.obj, bb.dst.astype(np.int32),
-                             np.zeros(len(bb.obj), np.int32), np.ones(len(bb.obj), np.int32),
-                             fleet.size[bb.obj])
-    order = np.lexsort((bb_table.obj, bb_table.dst))
-    bb_table = TransferTable(fleet.names, *(getattr(bb_table, f)[order]
-                                            for f in ("obj", "dst", "source", "wave", "size")))
-    view = _Transfers(bb_table)
-    deferred = deferred_by_node(fleet.names, bb.left_obj, bb.left_dst)
-    sizes = Sizes(catalog)
-    backbone = {}
-    for plan in bb_plans:
-        write_manifest(req.out, plan.site, manifest_bytes(plan.site, plan, view, catalog,
-                                                          req.now))
-        part = bb_table.to(plan.site)
-        backbone[plan.site] = node_figures(plan, [plan.site], part.source, part.size,
-                                           deferred, sizes, n_bb, ("origin",))
     link_bytes, link_budget = fleet.link_use()
     summary = assemble(
         topology, demand_info, {s.name: f.entry for s, f in zip(topology.sites, figures,
                                                                  strict=True)},
         [f.weight for f in figures], backbone, link_bytes, link_budget,
-        int(bb_table.size.sum()) + sum(f.origin_egress for f in figures),
-        max([f.waves for f in figures] + [1 if len(bb_table) else 0]))
-    log.info("planned in %.1f s (logs %.1f s, placement %.1f s, the rest %.1f s)",
-             time.monotonic() - t0, t_logs - t0, t_place - t_logs,
-             time.monotonic() - t_place)
+        int(fleet.size[bb.obj].sum()) + sum(f.origin_egress for f in figures),
+        max([f.waves for f in figures] + [1 if len(bb.obj) else 0]))
+    log.info("planned in %.1f s: logs %.1f s, forecast and backbone %.1f s, sites' "
+             "placement %.1f s, admission %.1f s, sites' manifests %.1f s",
+             time.monotonic() - t0, t_logs - t0, t_bb - t_logs, t_place - t_bb,
+             t_admit - t_place, time.monotonic() - t_admit)
     return summary
 
+
+def _backbone_out(fx: _Fixed, bb_plans: list[SitePlan], out: Path) -> dict[str, dict]:
+    """Write the backbone nodes' manifests; their figures for the summary."""
+    fleet, bb = fx.fleet, fx.bb
+    order = np.lexsort((bb.obj, bb.dst))
+    obj = bb.obj[order]
+    table = TransferTable(fleet.names, obj, bb.dst[order].astype(np.int32),
+                          np.zeros(len(obj), np.int32), np.ones(len(obj), np.int32),
+                          fleet.size[obj])
+    view = _Transfers(table)
+    deferred = deferred_by_node(fleet.names, bb.left_obj, bb.left_dst)
+    sizes = Sizes(fx.catalog)
+    n_bb = len(fleet.topology.backbone)
+    figures = {}
+    for plan in bb_plans:
+        write_manifest(out, plan.site, manifest_bytes(plan.site, plan, view, fx.catalog,
+                                                      fx.now))
+        part = table.to(plan.site)
+        figures[plan.site] = node_figures(plan, [plan.site], part.source, part.size,
+                                          deferred, sizes, n_bb, ("origin",))
+    return figures

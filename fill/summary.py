@@ -68,23 +68,27 @@ def _lost_value(plan: SitePlan, deferred: dict[str, list[int]], names: list[str]
     """Predicted bytes a day the site does not serve tonight because of deferrals: a
     deferred object is on none of the site's appliances (a peer holding it would have
     been its source). Value = value density (the plan's priority) x size."""
-    density: dict[int, float] = {}
+    objs_parts, dens_parts = [], []
     for name in names:
         objs = deferred.get(name)
-        if not objs:
+        if objs is None or not len(objs):
             continue
         prio = plan.priority.get(name)
         added = np.asarray(plan.added.get(name, ()), dtype=np.int64)
         if prio is None or len(prio) != len(added):
             return None
-        at = np.searchsorted(added, objs)
-        for o, d in zip(objs, np.asarray(prio, dtype=np.float64)[at].tolist(), strict=True):
-            density[o] = max(density.get(o, 0.0), d)
-    if not density:
+        objs = np.asarray(objs, dtype=np.int64)
+        objs_parts.append(objs)
+        dens_parts.append(np.asarray(prio, dtype=np.float64)[np.searchsorted(added, objs)])
+    if not objs_parts:
         return 0.0
-    objs = np.fromiter(density, dtype=np.int64, count=len(density))
-    dens = np.fromiter(density.values(), dtype=np.float64, count=len(density))
-    return float((dens * size[objs]).sum())
+    objs = np.concatenate(objs_parts)
+    dens = np.fmax(np.concatenate(dens_parts), 0.0)  # NaN or below 0: worth nothing
+    order = np.lexsort((dens, objs))  # per object, its highest density last
+    objs, dens = objs[order], dens[order]
+    last = np.ones(len(objs), dtype=bool)
+    last[:-1] = objs[1:] != objs[:-1]
+    return float((dens[last] * size[objs[last]]).sum())
 
 
 def _filled(source: np.ndarray, size: np.ndarray, n_bb: int) -> tuple[np.ndarray, np.ndarray]:

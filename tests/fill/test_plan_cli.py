@@ -166,3 +166,70 @@ def test_simulate_cli_reports_hit_ratios(tmp_path):
     r = subprocess.run([str(OCA_FILL), "simulate", "--trace", str(tmp_path / "nope.csv"),
                         "--capacity", "100M"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "nope.csv" in r.stderr
+
+
+def composed(inputs: dict, out: Path, now: float, previous: Path | None) -> dict:
+    """The plan made with the stages' one-process interfaces, one after the other."""
+    from fill.backbone import schedule
+    from fill.catalog import load_catalog
+    from fill.forecast import ForecastParams, forecast, forecast_backbone
+    from fill.logs import read_demand
+    from fill.manifest import read_previous, write_manifests
+    from fill.placement import PlacementParams, place_site
+    from fill.plan import backbone_sites
+    from fill.summary import summarize
+    from fill.topology import load_topology
+
+    catalog, topo = load_catalog(inputs["catalog"]), load_topology(inputs["topology"])
+    fp = ForecastParams()
+    demand = read_demand(inputs["logs"], catalog, topo, now, fp.half_life,
+                         fp.recent_half_life)
+    fcs = forecast(demand, catalog, topo, now, fp)
+    fcs.update(forecast_backbone(fcs, topo))
+    prev = read_previous(previous) if previous else {}
+
+    def place(site):
+        return place_site(site, catalog, fcs[site.name],
+                          {a.name: prev.get(a.name, {}) for a in site.appliances},
+                          PlacementParams())
+
+    site_plans = [place(s) for s in topo.sites]
+    bb_plans = [place(s) for s in backbone_sites(topo)]
+    sched = schedule(site_plans, bb_plans, topo, catalog, prev)
+    write_manifests(out, site_plans, bb_plans, sched, catalog, now)
+    return summarize(site_plans, bb_plans, sched, topo, catalog, {
+        "lines": demand.lines, "malformed": demand.malformed,
+        "unknown_objects": demand.unknown_objects})
+
+
+def test_workers_give_what_the_stages_give_one_after_the_other(tmp_path):
+    """plan.py splits placement, scheduling, manifests and summary over workers, with one
+    fleet-wide admission merged band by band; on a fleet whose links defer much (both
+    upstream and origin sources, a second night on top of the first) it must give the
+    bytes the plain composition gives."""
+    inputs = make_inputs(tmp_path / "in", objects=600, sites=4, appliances=3, seed=11)
+    topo = json.loads(inputs["topology"].read_text())
+    for lk in topo["links"]:
+        lk["gbps"] = 0.5 if lk["from"] == "origin" else 0.02  # 1 TB a day; 54 GB a night
+    topo["links"].append({"from": "origin", "to": "site3", "gbps": 0.01})
+    topo["sites"][2]["upstream"] = None
+    inputs["topology"].write_text(json.dumps(topo))
+    previous = None
+    for night in range(2):
+        now = NOW + night * 86400
+        want = composed(inputs, tmp_path / f"want{night}", now, previous)
+        from unittest import mock
+
+        from fill import backbone
+        with mock.patch.multiple(backbone, _BAND_ROWS=64, _SAMPLE=4):
+            got = run_plan(PlanRequest(catalog=inputs["catalog"], logs=inputs["logs"],
+                                       topology=inputs["topology"], now=now,
+                                       out=tmp_path / f"got{night}", previous=previous,
+                                       processes=2))
+        assert json.dumps(got) == json.dumps(want)
+        assert manifests(tmp_path / f"got{night}") == manifests(tmp_path / f"want{night}")
+        assert want["totals"]["deferred"]["objects"] > 0
+        sources = {o["source"] for data in manifests(tmp_path / f"got{night}").values()
+                   for o in json.loads(data)["objects"]}
+        assert {"origin", "bb1"} <= sources
+        previous = tmp_path / f"got{night}"
