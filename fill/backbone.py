@@ -400,23 +400,30 @@ class SiteResult:
 
     def table(self, names: tuple[str, ...], size_of: np.ndarray) -> TransferTable:
         """This site's transfers as a TransferTable over the fleet's *names*."""
-        order = np.lexsort((self.obj, self.dst))
+        order = _by_dst_obj(self.dst, self.obj, len(size_of))
         obj = self.obj[order]
         return TransferTable(names, obj, self.dst[order].astype(np.int32),
                              self.source[order].astype(np.int32),
                              self.wave[order].astype(np.int32), size_of[obj])
 
-    def deferred(self, names: tuple[str, ...]) -> dict[str, list[int]]:
-        return deferred_by_node(names, self.left_obj, self.left_dst)
+    def deferred(self, names: tuple[str, ...], lists: bool = True) -> dict[str, list[int]]:
+        return deferred_by_node(names, self.left_obj, self.left_dst, lists)
 
 
-def deferred_by_node(names, obj: np.ndarray, dst: np.ndarray) -> dict[str, list[int]]:
-    """node -> ascending object numbers, nodes in *names* order (*dst* indexes *names*)."""
-    order = np.lexsort((obj, dst))
+def deferred_by_node(names, obj: np.ndarray, dst: np.ndarray, lists: bool = True
+                     ) -> dict[str, list[int]]:
+    """node -> ascending object numbers (lists, or int64 arrays with lists=False), nodes in
+    *names* order (*dst* indexes *names*)."""
+    order = _by_dst_obj(dst, obj, int(obj.max()) + 1 if len(obj) else 1)
     obj, dst = obj[order], dst[order]
     cuts = np.flatnonzero(np.diff(dst)) + 1
-    return {names[int(d[0])]: o.tolist()
+    return {names[int(d[0])]: o.tolist() if lists else o
             for o, d in zip(np.split(obj, cuts), np.split(dst, cuts), strict=True) if len(d)}
+
+
+def _by_dst_obj(dst: np.ndarray, obj: np.ndarray, n_objects: int) -> np.ndarray:
+    """The order by (dst, obj) of distinct pairs: one int64 key sorts faster than lexsort."""
+    return np.argsort(np.asarray(dst, np.int64) * n_objects + obj)
 
 
 _EMPTY = np.zeros(0, np.int64)

@@ -122,7 +122,7 @@ def _last_step(fx: _Fixed, k: int, plan: SitePlan, st: SiteTransfers, taken: np.
     fleet = fx.fleet
     result = Fleet.resolve(st, taken)
     table = result.table(fleet.names, fleet.size)
-    deferred = result.deferred(fleet.names)
+    deferred = result.deferred(fleet.names, lists=False)
     view = _Transfers(table)
     site = fleet.topology.sites[k]
     for a in site.appliances:

@@ -82,13 +82,9 @@ def _lost_value(plan: SitePlan, deferred: dict[str, list[int]], names: list[str]
         dens_parts.append(np.asarray(prio, dtype=np.float64)[np.searchsorted(added, objs)])
     if not objs_parts:
         return 0.0
-    objs = np.concatenate(objs_parts)
-    dens = np.fmax(np.concatenate(dens_parts), 0.0)  # NaN or below 0: worth nothing
-    order = np.lexsort((dens, objs))  # per object, its highest density last
-    objs, dens = objs[order], dens[order]
-    last = np.ones(len(objs), dtype=bool)
-    last[:-1] = objs[1:] != objs[:-1]
-    return float((dens[last] * size[objs[last]]).sum())
+    best = np.zeros(len(size))  # per object, its highest density (NaN or below 0: none)
+    np.fmax.at(best, np.concatenate(objs_parts), np.concatenate(dens_parts))
+    return float((best * size).sum())
 
 
 def _filled(source: np.ndarray, size: np.ndarray, n_bb: int) -> tuple[np.ndarray, np.ndarray]:
