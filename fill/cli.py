@@ -114,7 +114,7 @@ def cmd_plan(args) -> int:
     req = PlanRequest(catalog=args.catalog, logs=args.logs, topology=args.topology,
                       out=args.out, now=args.now if args.now is not None else time.time(),
                       previous=args.previous, forecast=fp, placement=pp, dask=args.dask,
-                      processes=args.processes)
+                      processes=args.processes, progress=not args.quiet)
     summary = run_plan(req)
     if args.json:
         json.dump(summary, sys.stdout, indent=2, sort_keys=True)

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from oca.progress import Progress
+
 from .backbone import (
     BackboneFill,
     FirstCopies,
@@ -71,6 +73,7 @@ class PlanRequest:
     placement: PlacementParams = field(default_factory=PlacementParams)
     dask: str | None = None
     processes: int | None = None
+    progress: bool = False  # bars on a terminal (log lines otherwise) for the long steps
 
 
 def backbone_sites(topology: Topology) -> list[Site]:
@@ -177,27 +180,29 @@ def _pool(processes: int, n: int) -> ProcessPoolExecutor:
 
 
 def _run_local(fx: _Fixed, model: Forecaster, previous: Path | None, out: Path,
-               processes: int) -> Iterator:
+               processes: int, progress: bool) -> Iterator:
     """Steps 2-4 on a local pool: yields the first copies (a list), then receives the
     admission (a list of taken arrays) and yields the figures."""
     spool = Path(tempfile.mkdtemp(prefix=".spool-", dir=out))
     n = len(fx.fleet.topology.sites)
     _SHARED.update(fixed=fx, model=model, previous=previous, spool=spool, out=out)
     try:
-        if processes <= 1 or n <= 1:
-            firsts = [_local_first(k) for k in range(n)]
-        else:
-            with _pool(processes, n) as ex:
-                firsts = list(ex.map(_local_first, range(n)))
+        with Progress("sites placed", total=n, unit="site", enabled=progress) as bar:
+            if processes <= 1 or n <= 1:
+                firsts = list(bar.each(map(_local_first, range(n))))
+            else:
+                with _pool(processes, n) as ex:
+                    firsts = list(bar.each(ex.map(_local_first, range(n))))
         _SHARED.pop("model")  # the forecaster is not needed any more: free it
         del model
         taken = yield firsts
         del firsts
-        if processes <= 1 or n <= 1:
-            figures = [_local_last(k, t) for k, t in enumerate(taken)]
-        else:
-            with _pool(processes, n) as ex:
-                figures = list(ex.map(_local_last, range(n), taken))
+        with Progress("manifests", total=n, unit="site", enabled=progress) as bar:
+            if processes <= 1 or n <= 1:
+                figures = list(bar.each(map(_local_last, range(n), taken)))
+            else:
+                with _pool(processes, n) as ex:
+                    figures = list(bar.each(ex.map(_local_last, range(n), taken)))
         yield figures
     finally:
         _SHARED.clear()
@@ -246,7 +251,7 @@ def _run_dask(address: str, fx: _Fixed, model: Forecaster, previous: Path | None
                 for k, (w, t) in enumerate(zip(work, taken, strict=True))]
         del work
         figures = []
-        for future in last:
+        for future in last:  # in order, one site's manifests in memory at a time
             manifests, fig = future.result()
             future.release()
             for name, data in manifests:
@@ -264,8 +269,10 @@ def run_plan(req: PlanRequest) -> dict:
     log.info("catalog: %d objects; topology: %d sites, %d backbone nodes", len(catalog),
              len(topology.sites), len(topology.backbone))
     fp = req.forecast
-    demand = read_demand(req.logs, catalog, topology, req.now, fp.half_life,
-                         fp.recent_half_life)
+    log_bytes = sum(_file_size(p) for p in req.logs)
+    with Progress("access logs", total=log_bytes, unit="B", enabled=req.progress) as bar:
+        demand = read_demand(req.logs, catalog, topology, req.now, fp.half_life,
+                             fp.recent_half_life, on_bytes=bar.update)
     demand_info = {"lines": demand.lines, "malformed": demand.malformed,
                    "unknown_objects": demand.unknown_objects}
     t_logs = time.monotonic()
@@ -291,7 +298,7 @@ def run_plan(req: PlanRequest) -> dict:
         steps = _run_dask(req.dask, fx, model, req.previous, req.out)
     else:
         steps = _run_local(fx, model, req.previous, req.out,
-                           req.processes or os.cpu_count() or 1)
+                           req.processes or os.cpu_count() or 1, req.progress)
     del model
     try:
         firsts = next(steps)
@@ -318,6 +325,13 @@ def run_plan(req: PlanRequest) -> dict:
              time.monotonic() - t0, t_logs - t0, t_bb - t_logs, t_place - t_bb,
              t_admit - t_place, time.monotonic() - t_admit)
     return summary
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # read_demand names the file that cannot be read
 
 
 def _backbone_out(fx: _Fixed, bb_plans: list[SitePlan], out: Path) -> dict[str, dict]:

@@ -52,6 +52,12 @@ class Progress:
             of = f"/{self.total}" if self.total else ""
             log.info("%s: %d%s %s", self.label, self.done, of, self.unit)
 
+    def each(self, items):
+        """Yield *items*, counting one for each."""
+        for item in items:
+            yield item
+            self.update(1)
+
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.close()
