@@ -161,7 +161,7 @@ def main() -> int:
     logs = sorted(str(p) for p in (data / "logs").iterdir())
     out = data / "out"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [str(Path(sys.executable).parent / "oca-fill"), "-q", "plan",
+    cmd = [str(Path(sys.executable).parent / "oca-fill"), "plan",
            "--catalog", str(data / "catalog.csv"), "--topology", str(data / "topology.json"),
            "--out", str(out), "--now", str(NOW), "--json", "--logs", *logs]
     if args.processes:
@@ -189,6 +189,9 @@ def main() -> int:
           f"sum of PSS over the job's processes {sampler.peak / 2**20:.0f} MB, peak RSS of "
           f"its largest process {rss_kb / 1024:.0f} MB")
     print(f"  {manifests} manifests, {size / 1e6:.0f} MB")
+    steps = re.search(r"oca-fill: (planned in .*)", r.stderr)
+    if steps:
+        print(f"  {steps.group(1)}")
     print(f"  summary totals: {json.dumps(summary.get('totals', {}), sort_keys=True)}")
     print(f"  command: {' '.join(cmd[:4])} ... (nproc {os.cpu_count()})")
     return 0
