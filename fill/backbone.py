@@ -565,14 +565,55 @@ class Fleet:
 
     # -- 3. all sites' first copies together -------------------------------------------------
 
+    def groups(self) -> list[list[int]]:
+        """The sites (numbers) whose first copies can meet on a link, grouped: sites of
+        different groups share no link of their routes, so each group's admission is
+        independent of the others' (a worker each). Groups in the order of their first
+        site, sites in topology order."""
+        n = len(self.site_routes)
+        parent = list(range(n))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        owner: dict[int, int] = {}
+        pad = len(self.room) - 1
+        for k, routes in enumerate(self.site_routes):
+            for r in routes:
+                if r < 0:
+                    continue
+                for link in self.table[r].tolist():
+                    if link == pad:
+                        continue
+                    if link in owner:
+                        a, b = root(owner[link]), root(k)
+                        parent[max(a, b)] = min(a, b)
+                    else:
+                        owner[link] = k
+        out: dict[int, list[int]] = {}
+        for k in range(n):
+            out.setdefault(root(k), []).append(k)
+        return list(out.values())
+
+    def group_links(self, group: list[int]) -> np.ndarray:
+        """The links (indices) the routes of a group's sites use."""
+        rows = [self.table[r] for k in group for r in self.site_routes[k] if r >= 0]
+        links = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+        return links[links != len(self.room) - 1]
+
     def admit(self, firsts: list[FirstCopies]) -> list[np.ndarray]:
         """Admit every site's first copies in one order (highest priority, then object,
         then destination), charging the links; per site, the option taken for each first
         copy (0 upstream, 1 origin, -1 deferred), aligned with it.
 
-        The sites' lists are each in that order already, so they are merged band by band
-        of priority (~_BAND_ROWS rows at a time) instead of sorted as one array: memory
-        stays at one band beyond the lists themselves."""
+        *firsts* may be those of one of `groups()` only (any sites sharing no link with
+        the rest): the result for them is the same. The sites' lists are each in that
+        order already, so they are merged band by band of priority (~_BAND_ROWS rows at
+        a time) instead of sorted as one array: memory stays at one band beyond the lists
+        themselves."""
         offsets = np.concatenate(([0], np.cumsum([len(f) for f in firsts], dtype=np.int64)))
         taken = np.full(int(offsets[-1]), -1, dtype=np.int8)
         if taken.size:

@@ -170,6 +170,33 @@ def _local_last(k: int, taken: np.ndarray) -> _SiteFigures:
     return _last_step(fx, k, plan, st, taken, lambda name, data: write_manifest(out, name, data))
 
 
+def _local_admit(g: int) -> tuple[list[np.ndarray], np.ndarray]:
+    fleet, firsts, groups = _SHARED["admit"]
+    taken = fleet.admit([firsts[k] for k in groups[g]])
+    return taken, fleet.room[fleet.group_links(groups[g])]
+
+
+def _admit_local(fleet: Fleet, firsts: list[FirstCopies], processes: int) -> list[np.ndarray]:
+    """`fleet.admit(firsts)`, its independent groups of sites (`Fleet.groups`) on a pool,
+    the largest first; each worker hands back its group's choices and links' room."""
+    groups = fleet.groups()
+    if processes <= 1 or len(groups) <= 1:
+        return fleet.admit(firsts)
+    rows = [sum(len(firsts[k]) for k in group) for group in groups]
+    order = sorted(range(len(groups)), key=lambda g: (-rows[g], g))
+    taken: list[np.ndarray] = [np.zeros(0, np.int8)] * len(firsts)
+    _SHARED["admit"] = (fleet, firsts, groups)
+    try:
+        with _pool(processes, len(groups)) as ex:
+            for g, (got, room) in zip(order, ex.map(_local_admit, order), strict=True):
+                for k, t in zip(groups[g], got, strict=True):
+                    taken[k] = t
+                fleet.room[fleet.group_links(groups[g])] = room
+    finally:
+        _SHARED.pop("admit", None)
+    return taken
+
+
 def _spool(k: int) -> Path:
     return _SHARED["spool"] / f"{k}.pickle"
 
@@ -303,7 +330,8 @@ def run_plan(req: PlanRequest) -> dict:
     try:
         firsts = next(steps)
         t_place = time.monotonic()
-        taken = fleet.admit(firsts)
+        processes = req.processes or os.cpu_count() or 1
+        taken = fleet.admit(firsts) if req.dask else _admit_local(fleet, firsts, processes)
         del firsts
         t_admit = time.monotonic()
         # The backbone nodes' manifests and figures, before the sites' last step: the

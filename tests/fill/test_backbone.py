@@ -570,3 +570,34 @@ def test_schedule_equality_sees_differences():
     assert a == b
     b.deferred["a3"] = []
     assert a != b
+
+
+@SETTINGS
+@given(fleets(), BLOCKS)
+def test_groups_admit_alone_as_they_do_together(fleet, blocks):
+    """plan.py admits Fleet.groups() on separate workers: each group alone must give the
+    choices and the link use of the whole fleet's admission."""
+    site_plans, bb_plans, topo, cat, previous = fleet
+
+    def steps():
+        f = backbone.Fleet(topo, cat)
+        plans = {p.site: p for p in site_plans}
+        bb = f.fill_backbone(bb_plans)
+        held = backbone.held_before(cat, previous)
+        return f, [f.site_transfers(k, plans.get(s.name), held, bb).firsts
+                   for k, s in enumerate(topo.sites)]
+
+    whole, firsts = steps()
+    parts, again = steps()
+    with mock.patch.multiple(backbone, _BAND_ROWS=(blocks or (1, 2048))[1],
+                             _SAMPLE=(blocks or (64,))[0]):
+        want = whole.admit(firsts)
+        groups = parts.groups()
+        assert sorted(k for g in groups for k in g) == list(range(len(topo.sites)))
+        for g in groups:
+            for k, t in zip(g, parts.admit([again[k] for k in g]), strict=True):
+                assert np.array_equal(t, want[k])
+    assert np.array_equal(parts.room[:-1], whole.room[:-1])
+    links = [set(parts.group_links(g).tolist()) for g in groups]
+    for a, b in itertools.combinations(links, 2):
+        assert not a & b

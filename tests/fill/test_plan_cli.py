@@ -213,6 +213,14 @@ def test_workers_give_what_the_stages_give_one_after_the_other(tmp_path):
         lk["gbps"] = 0.5 if lk["from"] == "origin" else 0.02  # 1 TB a day; 54 GB a night
     topo["links"].append({"from": "origin", "to": "site3", "gbps": 0.01})
     topo["sites"][2]["upstream"] = None
+    # A second backbone node: its site shares no link with the others (a second group of
+    # the admission, on another worker).
+    topo["backbone"].append({"name": "bb2", "url": "http://127.0.0.1:9002",
+                             "tiers": {"ssd": "100G", "hdd": "1T"}})
+    topo["links"] += [{"from": "origin", "to": "bb2", "gbps": 0.3},
+                      {"from": "bb2", "to": "site1", "gbps": 0.02}]
+    topo["links"] = [lk for lk in topo["links"] if (lk["from"], lk["to"]) != ("bb1", "site1")]
+    topo["sites"][1]["upstream"] = "bb2"
     inputs["topology"].write_text(json.dumps(topo))
     previous = None
     for night in range(2):
@@ -231,5 +239,5 @@ def test_workers_give_what_the_stages_give_one_after_the_other(tmp_path):
         assert want["totals"]["deferred"]["objects"] > 0
         sources = {o["source"] for data in manifests(tmp_path / f"got{night}").values()
                    for o in json.loads(data)["objects"]}
-        assert {"origin", "bb1"} <= sources
+        assert {"origin", "bb1", "bb2"} <= sources
         previous = tmp_path / f"got{night}"
