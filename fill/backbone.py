@@ -527,16 +527,19 @@ class Fleet:
         # A peer that held the object is a source; one that keeps it tonight is preferred
         # to one deleting it (its agent may have dropped it by the time the copy asks).
         # Ties: topology order of the peers.
-        score = np.zeros((len(app_names), len(uniq)), dtype=np.int8)
-        for h, a in enumerate(app_names):
-            was = _member(uniq, held.get(a, _EMPTY))
-            if was.any():
-                keeps = _member(uniq, plan.holdings.get(a, _EMPTY))
-                score[h] = np.where(was, np.where(keeps, 2, 1), 0)
-        score = score[:, col]
-        score[local, np.arange(n)] = 0  # an appliance is not its own peer
-        holder = score.argmax(axis=0)
-        from_peer = score[holder, np.arange(n)] > 0
+        from_peer = np.zeros(n, dtype=bool)
+        holder = np.zeros(n, dtype=np.int64)
+        if any(len(held.get(a, _EMPTY)) for a in app_names):  # else: a new site, no peers
+            score = np.zeros((len(app_names), len(uniq)), dtype=np.int8)
+            for h, a in enumerate(app_names):
+                was = _member(uniq, held.get(a, _EMPTY))
+                if was.any():
+                    keeps = _member(uniq, plan.holdings.get(a, _EMPTY))
+                    score[h] = np.where(was, np.where(keeps, 2, 1), 0)
+            score = score[:, col]
+            score[local, np.arange(n)] = 0  # an appliance is not its own peer
+            holder = score.argmax(axis=0)
+            from_peer = score[holder, np.arange(n)] > 0
         peer = (obj[from_peer], base + local[from_peer], base + holder[from_peer])
 
         rest = np.flatnonzero(~from_peer)
