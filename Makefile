@@ -37,7 +37,7 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): setup.py pyproject.toml $(wildcard _fastpath/*.pyx _fastpath/*.pxd _fastpath/includes/*.pxd _fastpath/includes/*.h)
+$(STAMP): setup.py pyproject.toml $(wildcard _fastpath/*.pyx _fastpath/*.pxd _fastpath/includes/*.pxd _fastpath/includes/*.h fill/*.pyx)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

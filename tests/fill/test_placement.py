@@ -173,6 +173,16 @@ def plan_as_dict(plan: SitePlan):
     return out
 
 
+@pytest.fixture(autouse=True, params=["cython", "python"])
+def greedy(request, monkeypatch):
+    """Every test on both greedy passes: the compiled loop and its numpy twin."""
+    if request.param == "python":
+        monkeypatch.setattr(placement, "_cgreedy", None)
+    elif placement._cgreedy is None:
+        pytest.skip("fill/_greedy.pyx is not built")
+    return request.param
+
+
 @pytest.fixture
 def tiny_runs(monkeypatch):
     """Windows and runs of a few rows, so small fleets take every path of the pass."""

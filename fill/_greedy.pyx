@@ -1,0 +1,148 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The greedy pass of placement.py as one C loop: its pure-Python twin is
+`placement._Greedy` (numpy, vectorized by runs), and the two give the same placements
+(tests/fill/test_placement.py runs every case on both).
+
+Rows come in the pass's order (value density descending, row index ascending). Each goes
+to the first `want` appliances of its preference list on which it fits on some tier
+(and, for a charged row, within that appliance's churn budget), on the first tier in
+TIERS order where it fits. Preference lists, in rendezvous order (score descending, ties
+by position; score = splitmix64(h(object) ^ h(appliance)), rendezvous.py):
+
+* a keep row (not charged) tries the appliances that held it: all of them when it wants
+  at least as many (any order gives the same result), else the first `want` of them;
+* a charged row tries the appliances that did not hold it (every one, when nothing
+  was held).
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+
+cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
+    x = (x ^ (x >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * <uint64_t>0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+cdef inline bint _fit(int64_t s, Py_ssize_t g, bint charged, int64_t *room,
+                      int64_t *budget, Py_ssize_t n_tiers, Py_ssize_t *tier) noexcept nogil:
+    """Place s on appliance g's first tier with room (and within its budget if charged).
+    Raw pointers: a memoryview argument would be reference-counted on every call."""
+    cdef Py_ssize_t t
+    cdef int64_t *r = room + g * n_tiers
+    if charged and s > budget[g]:
+        return False
+    for t in range(n_tiers):
+        if s <= r[t]:
+            r[t] -= s
+            if charged:
+                budget[g] -= s
+            tier[0] = t
+            return True
+    return False
+
+
+cdef inline int64_t _room_max(int64_t *room, Py_ssize_t g, Py_ssize_t n_tiers) noexcept nogil:
+    cdef int64_t m = room[g * n_tiers]
+    cdef Py_ssize_t t
+    for t in range(1, n_tiers):
+        if room[g * n_tiers + t] > m:
+            m = room[g * n_tiers + t]
+    return m
+
+
+def run(const int64_t[::1] want, const uint8_t[::1] charged, const int64_t[::1] size,
+        const uint8_t[:, ::1] held, bint any_held, const uint64_t[::1] obj_h,
+        const uint64_t[::1] app_h, int64_t[:, ::1] room, int64_t[::1] budget):
+    """Place the rows, given in pass order as columns (*held* [rows, appliances], ignored
+    unless *any_held*; *obj_h* the object hash of each row); returns (row position,
+    appliance, tier) int64 arrays of every placement. *room* [appliances, tiers] and
+    *budget* [appliances] are updated in place."""
+    cdef Py_ssize_t n = want.shape[0], n_apps = app_h.shape[0], n_tiers = room.shape[1]
+    cdef Py_ssize_t cap_out = 0, i
+    for i in range(n):
+        cap_out += want[i] if want[i] < n_apps else n_apps
+    out_row = np.empty(cap_out, dtype=np.int64)
+    out_app = np.empty(cap_out, dtype=np.int64)
+    out_tier = np.empty(cap_out, dtype=np.int64)
+    cdef int64_t[::1] o_row = out_row, o_app = out_app, o_tier = out_tier
+    cdef uint64_t *score = <uint64_t *>malloc(max(n_apps, 1) * sizeof(uint64_t))
+    cdef uint8_t *open_ = <uint8_t *>malloc(max(n_apps, 1) * sizeof(uint8_t))
+    if score == NULL or open_ == NULL:
+        free(score)
+        free(open_)
+        raise MemoryError()
+    cdef Py_ssize_t k = 0, r, c, g, best, placed, tried, n_held, limit, n_open, t = 0
+    cdef int64_t *roomp = &room[0, 0] if room.shape[0] and n_tiers else NULL
+    cdef int64_t *budgetp = &budget[0] if budget.shape[0] else NULL
+    cdef int64_t s, w
+    cdef bint ch, keep_all, is_held
+    cdef uint64_t oh
+    try:
+        with nogil:
+            for i in range(n):
+                r = i
+                w = want[r]
+                if w <= 0:
+                    continue
+                c = i
+                s = size[r]
+                ch = charged[r] != 0
+                n_held = 0
+                if any_held:
+                    for g in range(n_apps):
+                        n_held += held[c, g]
+                keep_all = (not ch) and n_held <= w
+                if keep_all:  # every holder, in any order
+                    placed = 0
+                    for g in range(n_apps):
+                        if placed == w:
+                            break
+                        if held[c, g] and _fit(s, g, False, roomp, budgetp, n_tiers, &t):
+                            o_row[k] = r
+                            o_app[k] = g
+                            o_tier[k] = t
+                            k += 1
+                            placed += 1
+                    continue
+                # Candidates in rendezvous order: holders (keep row) or the others. A
+                # charged row skips appliances it cannot fit on (trying them would fail:
+                # same result, and a row that fits nowhere costs a pass over the
+                # appliances); a keep row's first `want` holders count even when full.
+                oh = obj_h[c]
+                n_open = 0
+                for g in range(n_apps):
+                    is_held = any_held and held[c, g] != 0
+                    open_[g] = is_held != ch
+                    if open_[g] and ch:
+                        open_[g] = s <= budgetp[g] and _room_max(roomp, g, n_tiers) >= s
+                    if open_[g]:
+                        score[g] = _mix(oh ^ app_h[g])
+                        n_open += 1
+                if n_open == 0:
+                    continue
+                limit = w if not ch else n_apps  # a keep row tries its first `want` holders
+                placed = 0
+                tried = 0
+                while placed < w and tried < limit:
+                    best = -1
+                    for g in range(n_apps):
+                        if open_[g] and (best < 0 or score[g] > score[best]):
+                            best = g
+                    if best < 0:
+                        break
+                    open_[best] = 0
+                    tried += 1
+                    if _fit(s, best, ch, roomp, budgetp, n_tiers, &t):
+                        o_row[k] = r
+                        o_app[k] = best
+                        o_tier[k] = t
+                        k += 1
+                        placed += 1
+    finally:
+        free(score)
+        free(open_)
+    return out_row[:k], out_app[:k], out_tier[:k]
