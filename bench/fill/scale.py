@@ -144,6 +144,8 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/oca-fill-scale"))
     ap.add_argument("--processes", type=int, default=None)
+    ap.add_argument("--nights", type=int, default=1,
+                    help="plan this many nights, each on the one before (--previous)")
     args = ap.parse_args()
     key = f"{args.objects}-{args.sites}x{args.appliances}-{args.backbone}-{args.lines}"
     data = args.dir / key
@@ -159,13 +161,27 @@ def main() -> int:
         (data / "done").write_text("")
         print(f"generated in {time.monotonic() - t:.0f} s", file=sys.stderr)
     logs = sorted(str(p) for p in (data / "logs").iterdir())
-    out = data / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [str(Path(sys.executable).parent / "oca-fill"), "plan",
-           "--catalog", str(data / "catalog.csv"), "--topology", str(data / "topology.json"),
-           "--out", str(out), "--now", str(NOW), "--json", "--logs", *logs]
-    if args.processes:
-        cmd += ["--processes", str(args.processes)]
+    print(f"oca-fill plan: {args.objects} objects, {args.sites} sites x {args.appliances} "
+          f"appliances, {args.lines} log lines (nproc {os.cpu_count()})")
+    previous = None
+    for night in range(1, args.nights + 1):
+        out = data / f"out{night}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [str(Path(sys.executable).parent / "oca-fill"), "plan",
+               "--catalog", str(data / "catalog.csv"), "--topology",
+               str(data / "topology.json"), "--out", str(out),
+               "--now", str(NOW + (night - 1) * 86400), "--json", "--logs", *logs]
+        if previous is not None:
+            cmd += ["--previous", str(previous)]
+        if args.processes:
+            cmd += ["--processes", str(args.processes)]
+        if not run_night(night, cmd, out):
+            return 1
+        previous = out
+    return 0
+
+
+def run_night(night: int, cmd: list[str], out: Path) -> bool:
     t = time.monotonic()
     proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -175,26 +191,23 @@ def main() -> int:
     wall = time.monotonic() - t
     sampler.stop.set()
     sampler.join()
-    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    if r.returncode != 0:
-        print(r.stderr[-4000:], file=sys.stderr)
-        return 1
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
-    summary = json.loads(r.stdout)
+    if proc.returncode != 0:
+        print(stderr[-4000:], file=sys.stderr)
+        return False
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
+    summary = json.loads(stdout)
     manifests = len(list(out.glob("*.json")))
     size = sum(p.stat().st_size for p in out.glob("*.json"))
-    print(f"oca-fill plan: {args.objects} objects, {args.sites} sites x {args.appliances} "
-          f"appliances, {args.lines} log lines")
+    print(f"night {night}{' (--previous: the night before)' if night > 1 else ''}:")
     print(f"  wall {wall:.1f} s (target <= 60 s); memory (target <= 4096 MB): peak of the "
           f"sum of PSS over the job's processes {sampler.peak / 2**20:.0f} MB, peak RSS of "
           f"its largest process {rss_kb / 1024:.0f} MB")
     print(f"  {manifests} manifests, {size / 1e6:.0f} MB")
-    steps = re.search(r"oca-fill: (planned in .*)", r.stderr)
+    steps = re.search(r"oca-fill: (planned in .*)", stderr)
     if steps:
         print(f"  {steps.group(1)}")
     print(f"  summary totals: {json.dumps(summary.get('totals', {}), sort_keys=True)}")
-    print(f"  command: {' '.join(cmd[:4])} ... (nproc {os.cpu_count()})")
-    return 0
+    return True
 
 
 if __name__ == "__main__":
