@@ -33,16 +33,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 import os
 import queue
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from isal import isal_zlib
 
 from .errors import InputError
 from .model import FLEET, Catalog, Demand, Topology
@@ -65,6 +66,7 @@ WANTED_STATUSES = (302, 404, 503)
 NOT_MODIFIED = 304
 
 _RAW_READ = 4 << 20  # compressed bytes read at a time from a .gz file
+_INFLATE_PIECE = 1 << 20  # uncompressed bytes inflated at a time
 _PEEK = 1 << 20  # bytes looked at to find a block's last newline
 _GZIP_MAGIC = b"\x1f\x8b"
 _SCHEMA = {"ts": pl.Float64, "appliance": pl.String, "object": pl.String,
@@ -73,6 +75,7 @@ _PIECE_LINES = 2048  # a block that fails to parse is retried in pieces of this 
 _RANGE_RE = r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$"  # one range; a list does not match
 _INT64 = 1 << 63
 _ROOM = 1 << 26  # (site, object) pairs the sums have room for (virtually) before growing
+_COPY_ROWS = 1 << 20  # rows of sums copied out into Demand at a time
 
 
 def read_demand(paths: Iterable[str | os.PathLike], catalog: Catalog, topology: Topology,
@@ -93,25 +96,30 @@ def read_demand(paths: Iterable[str | os.PathLike], catalog: Catalog, topology: 
         if not os.access(f, os.R_OK) or f.is_dir():
             reason = "not found" if not f.exists() else "not a readable file"
             raise InputError(f"{f}: access log {reason}")
-    sites = [s.name for s in topology.sites] + [FLEET]
-    objects = _StringIndex(pl.Series(catalog.ids.tolist(), dtype=pl.String))
-    site_of = topology.site_of()
-    appliances = pl.Enum(sorted(site_of))  # a few thousand names: an Enum cast is fastest
-    group_of_appliance = np.array(
-        [sites.index(site_of[a]) for a in appliances.categories] + [len(sites) - 1],
-        dtype=np.int64)
-    sums = _Sums(len(sites), catalog, now, half_life, recent_half_life)
-    seen = _Seen()
-
     # Three stages, each a thread: read (and inflate) -> parse -> sum. Reading, inflating
     # and polars release the GIL, so on two cores parsing one block overlaps summing the
-    # one before and reading the one after.
-    parsed = ((block, _parse(block.data)) for block in _prefetch(_blocks_of(files)))
-    for block, frame in _prefetch(parsed):
-        seen.lines += frame.height
-        sums.add_block(frame, objects, appliances, group_of_appliance, seen, block)
-        if on_bytes is not None and block.consumed:
-            on_bytes(block.consumed)
+    # one before and reading the one after. They start before the lookups below are
+    # built (0.4 s for 1M objects).
+    blocks = _Prefetch(_blocks_of(files))
+    parsed = _Prefetch((block, _parse(block.data)) for block in blocks)
+    try:
+        sites = [s.name for s in topology.sites] + [FLEET]
+        objects = _StringIndex(pl.Series(catalog.ids.tolist(), dtype=pl.String))
+        site_of = topology.site_of()
+        appliances = pl.Enum(sorted(site_of))  # a few thousand names: an Enum cast is fastest
+        group_of_appliance = np.array(
+            [sites.index(site_of[a]) for a in appliances.categories] + [len(sites) - 1],
+            dtype=np.int64)
+        sums = _Sums(len(sites), catalog, now, half_life, recent_half_life)
+        seen = _Seen()
+        for block, frame in parsed:
+            seen.lines += frame.height
+            sums.add_block(frame, objects, appliances, group_of_appliance, seen, block)
+            if on_bytes is not None and block.consumed:
+                on_bytes(block.consumed)
+    finally:
+        parsed.close()  # first: its thread may be waiting for a block
+        blocks.close()
 
     if seen.malformed:
         log.warning("%d of %d access-log lines malformed, skipped (first: %s)",
@@ -190,31 +198,47 @@ def _line_end(fd: int, pos: int, size: int) -> int:
 
 
 def _gzip_blocks(path: Path, f) -> Iterator[_Block]:
-    carry = b""
+    """Blocks of whole lines from the inflated pieces, each joined once: the piece
+    holding the block's last newline is the only one split (a copy of at most
+    _INFLATE_PIECE bytes, where cutting the joined block would copy all of it)."""
+    pieces: list[bytes] = []
+    size = 0
+    last_nl = -1  # index in pieces of the last piece that holds a newline
     offset = 0
     consumed = 0
     for piece, n in _inflate(path, f):
         consumed += n
-        if carry:
-            piece = carry + piece
-        cut = piece.rfind(b"\n") + 1
-        if cut == 0:
-            carry = piece
+        if not piece:
             continue
-        data, carry = (piece, b"") if cut == len(piece) else (piece[:cut], piece[cut:])
+        pieces.append(piece)
+        size += len(piece)
+        if b"\n" in piece:
+            last_nl = len(pieces) - 1
+        if size < BLOCK_BYTES or last_nl < 0:
+            continue
+        split = pieces[last_nl]
+        cut = split.rfind(b"\n") + 1
+        rest = pieces[last_nl + 1:]
+        if cut < len(split):
+            pieces[last_nl] = split[:cut]
+            rest.insert(0, split[cut:])
+        data = b"".join(pieces[:last_nl + 1])
         yield _Block(path, data, offset, consumed)
         offset += len(data)
         consumed = 0
-    if carry or consumed:
-        yield _Block(path, carry, offset, consumed)
+        pieces = rest
+        size = sum(map(len, rest))
+        last_nl = -1  # the rest follows the block's last newline
+    if pieces or consumed:
+        yield _Block(path, b"".join(pieces), offset, consumed)
 
 
 def _inflate(path: Path, f) -> Iterator[tuple[bytes, int]]:
-    """(uncompressed bytes, file bytes read) of the gzip members one after another (as
-    `cat a.gz b.gz` makes), ~BLOCK_BYTES at a time. Damage is a warning, not an error."""
-    z = zlib.decompressobj(wbits=31)
-    out: list[bytes] = []
-    size = 0
+    """(uncompressed bytes, file bytes read since the previous piece) of the gzip members
+    one after another (as `cat a.gz b.gz` makes), _INFLATE_PIECE at most at a time. Damage
+    is a warning, not an error. ISA-L inflates the same bytes as zlib 2.7x as fast
+    (0.15 vs 0.39 CPU-s per 250 MB of log)."""
+    z = isal_zlib.decompressobj(wbits=31)
     consumed = 0  # file bytes read since the last yield
     total = 0
     while raw := f.read(_RAW_READ):
@@ -225,78 +249,87 @@ def _inflate(path: Path, f) -> Iterator[tuple[bytes, int]]:
             if z.eof:  # a member ended: another follows, or zero padding
                 if not data.strip(b"\x00"):
                     break
-                z = zlib.decompressobj(wbits=31)
+                z = isal_zlib.decompressobj(wbits=31)
             try:
-                piece = z.decompress(data, BLOCK_BYTES)
-            except zlib.error as e:
+                piece = z.decompress(data, _INFLATE_PIECE)
+            except isal_zlib.error as e:
                 log.warning("%s: damaged gzip data before byte %d (%s); the rest of the "
                             "file is skipped", path, total, e)
-                yield b"".join(out), consumed
+                yield b"", consumed
                 return
             if piece:
-                out.append(piece)
-                size += len(piece)
-                if size >= BLOCK_BYTES:
-                    yield b"".join(out), consumed
-                    out, size, consumed = [], 0, 0
+                yield piece, consumed
+                consumed = 0
             if z.eof:
-                # CPython leaves the input after the member in unused_data *and*, when
+                # The input after the member is left in unused_data *and*, when
                 # max_length stopped the call, in unconsumed_tail: take it once.
                 data = z.unused_data
                 if not data:
                     break
                 continue
             data = z.unconsumed_tail
-            if not data and len(piece) < BLOCK_BYTES:
+            if not data and len(piece) < _INFLATE_PIECE:
                 break  # input used up, and no output left waiting behind max_length
     if not z.eof:
         log.warning("%s: gzip stream ends early (a truncated file?); its last line may "
                     "count as malformed", path)
-    yield b"".join(out), consumed
+    if consumed:
+        yield b"", consumed
 
 
-def _prefetch(items: Iterator[_Block], depth: int = 2) -> Iterator[_Block]:
-    """Produce *items* in a thread, *depth* ahead: reading and inflating (which release
-    the GIL) overlap parsing. Errors in the thread are raised here."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class _Prefetch:
+    """Iterator over *items* produced in a thread, *depth* ahead, from the moment it is
+    made: reading and inflating (which release the GIL) overlap parsing, and the first
+    blocks are read while the caller builds its lookups. Errors in the thread are raised
+    by next(). close() stops the thread; the iterator closes itself at the end."""
 
-    def put(entry) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Iterator, depth: int = 2):
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="oca-fill-log-reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
             try:
-                q.put(entry, timeout=0.1)
+                self._queue.put(entry, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def run() -> None:
+    def _run(self) -> None:
         try:
-            for item in items:
-                if not put(("item", item)):
+            for item in self._items:
+                if not self._put(("item", item)):
                     return
-            put(("end", None))
+            self._put(("end", None))
         except BaseException as e:  # handed over to the consumer, raised there
-            put(("error", e))
+            self._put(("error", e))
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=run, name="oca-fill-log-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "item":
-                yield value
-            elif kind == "end":
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        thread.join()
+    def __iter__(self) -> _Prefetch:
+        return self
+
+    def __next__(self):
+        if self._stop.is_set():
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == "item":
+            return value
+        self.close()
+        if kind == "end":
+            raise StopIteration
+        raise value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # --- parsing -------------------------------------------------------------------------
@@ -408,17 +441,19 @@ class _StringIndex:
     """Vectorized string -> number (position in *keys*, unique strings), -1 if absent.
 
     Each string gets two independent 64-bit polars hashes (~0.5 ms per 100k strings).
-    The keys sit in an open-addressing table (linear probing, at most half full) of
-    32-byte rows (first hash, number + 1, second hash): a lookup is mostly one cache
-    miss. A value is a key's only if both hashes match, so a string outside *keys* is
-    mistaken for one with odds of ~1e-38 a line. (Joining each block with a 1M-row
-    frame costs ~0.1 s a block; this ~10 ms.)
+    The keys sit in an open-addressing table (linear probing, at most a quarter full)
+    of 16-byte rows (first hash, number + 1, low 32 bits of the second hash): a lookup
+    is mostly one cache miss. A value is a key's only if all 96 bits match, so a string
+    outside *keys* is mistaken for one with odds of ~1e-28 a line. (Joining each block
+    with a 1M-row frame costs ~0.1 s a block; this ~4 ms. Half full with 32-byte rows,
+    the table was as large but 36 % of the lines of bench/fill/scale.py's logs needed a
+    second probe, 13 % now: 5.8 -> 3.6 ms a block.)
     """
 
     def __init__(self, keys: pl.Series):
         n = len(keys)
         self.n = n
-        bits = n.bit_length() + 1
+        bits = n.bit_length() + 2
         self.shift = np.uint64(64 - bits)
         for seed in range(0, 32, 2):  # keys with equal first hashes would shadow one another
             first = keys.hash(seed=seed).to_numpy()
@@ -439,7 +474,7 @@ class _StringIndex:
         table = np.zeros(max(1 << bits, int(place[-1]) + 2 if n else 1), dtype=_ROW)
         table["first"][place] = first[order]
         table["num"][place] = order + 1
-        table["second"][place] = keys.hash(seed=seed + 1).to_numpy()[order]
+        table["second"][place] = keys.hash(seed=seed + 1).to_numpy()[order].astype(np.uint32)
         self.table = table
 
     def lookup(self, values: pl.Series) -> np.ndarray:
@@ -463,13 +498,12 @@ class _StringIndex:
             found[todo[hit]] = num[hit] - 1
             check[todo[hit]] = row["second"][hit]
             todo = todo[~hit & (num != 0)]
-        second = values.hash(seed=self.seed + 1).to_numpy()
+        second = values.hash(seed=self.seed + 1).to_numpy().astype(np.uint32)
         found[(check != second) | values.is_null().to_numpy()] = -1
         return found
 
 
-_ROW = np.dtype([("first", np.uint64), ("num", np.int64), ("second", np.uint64),
-                 ("pad", np.uint64)])  # 32 bytes: two rows to a cache line
+_ROW = np.dtype([("first", np.uint64), ("num", np.int32), ("second", np.uint32)])
 
 
 class _Sums:
@@ -490,10 +524,10 @@ class _Sums:
         self.now = float(now)
         self.half_life = float(half_life)
         self.recent_half_life = float(recent_half_life)
-        self.table = np.zeros(max(1, n_groups * self.n_obj), dtype=np.int32)
+        self.table = _zeros((max(1, n_groups * self.n_obj),), np.int32)
         self.count = 0
-        # Room for 64M (site, object) pairs from the start: calloc'd, so rows not yet
-        # used cost address space only, and growing (a copy of everything) is rare.
+        # Room for 64M (site, object) pairs from the start: rows not yet used cost
+        # address space only, and growing (a copy of everything) is rare.
         self.acc = self._fresh(min(max(1, n_groups * self.n_obj), _ROOM))
         self.first_day = np.zeros(self.n_obj)
         self.start_ts = math.inf
@@ -501,18 +535,20 @@ class _Sums:
 
     @staticmethod
     def _fresh(n: int) -> np.ndarray:
-        # calloc: pages are zeroed by the kernel when first touched, not here; the
-        # last-ts column of a slot is set when the slot is taken
-        return np.zeros((n, 4))
+        # the last-ts column of a slot is set when the slot is taken
+        return _zeros((n, 4), np.float64)
 
     def add_block(self, frame: pl.DataFrame, objects: _StringIndex, appliances: pl.Enum,
                   group_of_appliance: np.ndarray, seen: _Seen, block: _Block) -> None:
         if frame.height == 0:
             return
-        valid = frame.select(
-            pl.col("ts").is_not_null() & pl.col("status").is_not_null()
-            & (pl.col("bytes") >= 0).fill_null(False)).to_series().to_numpy()
-        bad = frame.height - int(np.count_nonzero(valid))
+        bad = 0
+        if (frame["ts"].null_count() or frame["status"].null_count()
+                or frame["bytes"].null_count() or frame["bytes"].min() < 0):
+            valid = frame.select(
+                pl.col("ts").is_not_null() & pl.col("status").is_not_null()
+                & (pl.col("bytes") >= 0).fill_null(False)).to_series().to_numpy()
+            bad = frame.height - int(np.count_nonzero(valid))
         if bad:
             if not seen.malformed:
                 seen.first_malformed = _describe_malformed(block, int(np.argmin(valid)))
@@ -551,15 +587,15 @@ class _Sums:
     def _add(self, keys: np.ndarray, obj: np.ndarray, ts: np.ndarray,
              nbytes: np.ndarray) -> None:
         slot = self.table[keys]
-        new = slot == 0
-        if new.any():
+        new = np.flatnonzero(slot == 0)
+        if new.size:
             fresh = np.sort(keys[new])  # np.unique hashes: 5x slower on 100k int64
             fresh = fresh[np.concatenate(([True], fresh[1:] != fresh[:-1]))]
             self._reserve(self.count + fresh.size)
             self.acc[self.count:self.count + fresh.size, 3] = -np.inf
             self.table[fresh] = np.arange(self.count + 1, self.count + fresh.size + 1)
             self.count += fresh.size
-            slot = self.table[keys]
+            slot[new] = self.table[keys[new]]
         slot = slot.astype(np.intp) - 1
         age = np.maximum(self.now - ts, 0.0)  # a line after `now` weighs 1
         w = np.exp2(-age / self.half_life)
@@ -587,18 +623,29 @@ class _Sums:
         # The table lists the keys in order: scanning it (~0.2 s for 100M pairs) sorts
         # the rows without a sort of tens of millions of keys.
         keys = np.flatnonzero(self.table)
-        slots = self.table[keys].astype(np.intp) - 1
+        slots = self.table[keys]
         del self.table
+        # Each slot's row is taken whole (32 bytes, one cache line), a million at a time,
+        # and its sums copied out in order: 0.7 s for 19M rows, where gathering the four
+        # columns one by one reads every row four times (2.9 s).
+        columns = [np.empty(len(keys)) for _ in range(4)]
+        rows = self.acc.view(np.dtype((np.void, 32))).reshape(-1)
+        for i in range(0, len(keys), _COPY_ROWS):
+            taken = rows.take(slots[i:i + _COPY_ROWS].astype(np.intp) - 1)
+            taken = taken.view(np.float64).reshape(-1, 4)
+            for column, values in zip(columns, taken.T, strict=True):
+                column[i:i + _COPY_ROWS] = values
+        del self.acc, rows, slots
         n_obj = max(1, self.n_obj)
         found = self.start_ts <= self.end_ts
         demand = Demand(
             sites=sites,
             site_idx=(keys // n_obj).astype(np.int32),
             obj_idx=keys % n_obj,
-            requests=self.acc[slots, 0],
-            bytes=self.acc[slots, 1],
-            recent=self.acc[slots, 2],
-            last_ts=self.acc[slots, 3],
+            requests=columns[0],
+            bytes=columns[1],
+            recent=columns[2],
+            last_ts=columns[3],
             lines=seen.lines,
             malformed=seen.malformed,
             unknown_objects=seen.unknown_objects,
@@ -607,8 +654,17 @@ class _Sums:
             end_ts=self.end_ts if found else math.nan,
             first_day=self.first_day,
         )
-        del self.acc
         return demand
+
+
+def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Zeros in private anonymous memory the kernel fills in 4 KiB pages as they are first
+    touched. (numpy's zeros asks for transparent huge pages, and faulting in those,
+    compaction included, cost 2.3x the CPU for the sums' rows: 1.25 s vs 0.54 s per
+    576 MB, written in order as slots are taken; random reads were no slower.)"""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype, math.prod(shape)).reshape(shape)
 
 
 def _asked_bytes(ranges: pl.Series, size: np.ndarray) -> np.ndarray:

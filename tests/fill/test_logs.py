@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import math
+import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -249,8 +252,10 @@ def _reference(lines, catalog, topology):
     return sums, malformed, first_day
 
 
+@pytest.mark.parametrize("inflate_piece", [1 << 20, 1000, 7])
 def test_gzip_plain_and_block_cuts_give_identical_demand(tmp_path, catalog, topology,
-                                                         monkeypatch):
+                                                         monkeypatch, inflate_piece):
+    monkeypatch.setattr(logs, "_INFLATE_PIECE", inflate_piece)
     lines = _random_lines(3000)
     plain = write_log(tmp_path, lines)
     gz = write_log(tmp_path, lines, "access.jsonl.gz", gz=True)
@@ -296,6 +301,25 @@ def test_inflate_members_padding_and_small_reads(tmp_path, monkeypatch, raw_read
         assert sum(n for _, n in pieces) == len(blob)
 
 
+@pytest.mark.parametrize("inflate_piece", [1 << 20, 100, 1])
+def test_gzip_blocks_are_whole_lines_in_order(tmp_path, monkeypatch, inflate_piece):
+    monkeypatch.setattr(logs, "_INFLATE_PIECE", inflate_piece)
+    monkeypatch.setattr(logs, "BLOCK_BYTES", 256)
+    data = b"".join(b'{"x":%d}\n' % i for i in range(2000)) + b'{"long":"' + b"y" * 700
+    data += b'"}\n{"x":0}\n{"last":"no newline"}'
+    path = tmp_path / "x.gz"
+    blob = gzip.compress(data)
+    path.write_bytes(blob)
+    with open(path, "rb") as f:
+        blocks = list(logs._gzip_blocks(path, f))
+    assert b"".join(b.data for b in blocks) == data
+    assert all(b.data.endswith(b"\n") for b in blocks[:-1])
+    assert 1 < len(blocks) < len(data) // 128  # ~BLOCK_BYTES each, not a line each
+    assert [b.offset for b in blocks] == [sum(len(b.data) for b in blocks[:i])
+                                          for i in range(len(blocks))]
+    assert sum(b.consumed for b in blocks) == len(blob)
+
+
 def test_several_files_and_progress(tmp_path, catalog, topology):
     a = write_log(tmp_path, [line(NOW, "a")] * 3, "a.jsonl")
     b = write_log(tmp_path, [line(NOW, "a", appliance="b1")] * 2, "b.jsonl.gz", gz=True)
@@ -337,6 +361,59 @@ def test_damaged_gzip_is_a_warning(tmp_path, catalog, topology, caplog):
         d = read(path, catalog, topology)
     assert any("gzip stream ends early" in r.getMessage() for r in caplog.records)
     assert 0 < d.lines < 2000 and d.malformed <= 1
+
+
+def test_corrupt_gzip_is_a_warning_and_what_inflated_counts(tmp_path, catalog, topology,
+                                                            caplog, monkeypatch):
+    monkeypatch.setattr(logs, "_RAW_READ", 1000)  # the output of the call that fails is lost
+    data = bytearray(gzip.compress("".join(line(NOW - i, "a") + "\n"
+                                           for i in range(20000)).encode()))
+    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="fill.logs"):
+        d = read(path, catalog, topology)
+    assert any("damaged gzip data" in r.getMessage() for r in caplog.records)
+    z = zlib.decompressobj(wbits=31)  # the stdlib's inflate, 1000 bytes at a time
+    inflated = []
+    with pytest.raises(zlib.error):
+        for i in range(0, len(data), 1000):
+            inflated.append(z.decompress(bytes(data[i:i + 1000])))
+    lines = b"".join(inflated).split(b"\n")
+    assert d.lines == sum(1 for x in lines if x.strip(b" \t\r")) > 0
+
+
+def _pipeline_threads():
+    return [t for t in threading.enumerate() if t.name == "oca-fill-log-reader"]
+
+
+def test_errors_in_any_stage_are_raised_and_stop_the_threads(tmp_path, catalog, topology,
+                                                             monkeypatch):
+    monkeypatch.setattr(logs, "BLOCK_BYTES", 512)
+    path = write_log(tmp_path, [line(NOW, "a")] * 200)
+
+    def failing_reader(files):
+        yield from itertools.islice(blocks_of(files), 3)
+        raise OSError("disk gone")
+
+    blocks_of = logs._blocks_of
+    with monkeypatch.context() as m:
+        m.setattr(logs, "_blocks_of", failing_reader)
+        with pytest.raises(OSError, match="disk gone"):
+            read(path, catalog, topology)
+    assert not _pipeline_threads()
+
+    calls = []
+
+    def failing_sum(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("sum failed")
+
+    monkeypatch.setattr(logs._Sums, "add_block", failing_sum)
+    with pytest.raises(RuntimeError, match="sum failed"):
+        read(path, catalog, topology)
+    assert not _pipeline_threads()
 
 
 def test_no_logs_and_missing_file(tmp_path, catalog, topology):
