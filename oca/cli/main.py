@@ -249,14 +249,15 @@ def cmd_serve(args) -> int:
 
 
 def cmd_drain(args) -> int:
-    from ..http.admin_client import admin_call
+    from ..http.admin_client import CONFIRM_CALL_TIMEOUT, admin_call
     from ..units import parse_duration
 
     try:
         seconds = parse_duration(args.deadline)
     except ValueError as e:
         raise UsageError(f"--deadline: {e}") from None
-    st = admin_call(_config(args), "POST", f"/drain?deadline={seconds:g}")
+    st = admin_call(_config(args), "POST", f"/drain?deadline={seconds:g}",
+                    timeout=CONFIRM_CALL_TIMEOUT)
     if args.json:
         _print_json(st)
     else:
@@ -266,9 +267,9 @@ def cmd_drain(args) -> int:
 
 
 def cmd_undrain(args) -> int:
-    from ..http.admin_client import admin_call
+    from ..http.admin_client import CONFIRM_CALL_TIMEOUT, admin_call
 
-    st = admin_call(_config(args), "POST", "/undrain")
+    st = admin_call(_config(args), "POST", "/undrain", timeout=CONFIRM_CALL_TIMEOUT)
     if args.json:
         _print_json(st)
     else:

@@ -9,6 +9,11 @@ import json
 from ..config import Config
 from ..errors import OcaError
 
+CONFIRM_CALL_TIMEOUT = 15.0
+"""Socket timeout of POST /drain and /undrain: the server answers once every worker has
+applied the change, or with an error naming those that did not after 5 s
+(supervisor.CONFIRM_TIMEOUT)."""
+
 
 def admin_call(config: Config, method: str, path: str, timeout: float = 5.0) -> dict:
     """Call the admin listener of the server run with *config*; its JSON answer."""

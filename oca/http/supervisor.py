@@ -1,8 +1,8 @@
 """``oca serve``: the supervisor. It checks what can be checked before forking
 (config, store recovery, the key file, the access log, both ports), forks the
 workers, restarts any that dies, serves the admin listener (/metrics, /status,
-/health, POST /drain, POST /undrain), forwards SIGHUP, and on SIGTERM stops the
-workers gracefully and exits 0.
+/health, POST /drain, POST /undrain: answered once every worker has applied the
+change), forwards SIGHUP, and on SIGTERM stops the workers gracefully and exits 0.
 
 The supervisor binds the viewer port without listening on it: that reserves the
 port (a second server fails at once with a clear error) while the workers' own
@@ -23,6 +23,7 @@ import socket
 import struct
 import sys
 import time
+import zlib
 from urllib.parse import parse_qs
 
 import httptools
@@ -45,22 +46,71 @@ log = logging.getLogger("oca.serve")
 RESTART_WINDOW = 10.0
 RESTART_BURST = 5
 """More than this many worker deaths within the window: wait before restarting."""
+CONFIRM_TIMEOUT = 5.0
+"""How long POST /drain and /undrain wait for every worker to apply the new state."""
+CONFIRM_POLL = 0.005
 
 
 class Control:
-    """Drain state in shared memory: (draining, deadline epoch), read by every worker."""
+    """Drain state in shared memory, written by the supervisor and read by every worker,
+    and each worker's confirmation that it applied it.
 
-    _FMT = struct.Struct("<dd")
+    Layout (native byte order, every field 8 bytes and 8-byte aligned)::
 
-    def __init__(self):
-        self.mem = mmap.mmap(-1, mmap.PAGESIZE)
+        offset  0  seq       uint64  odd while the supervisor writes; generation = seq // 2
+                8  crc32     uint64  of (seq, draining, deadline)
+               16  draining  double  1.0 or 0.0
+               24  deadline  double  epoch seconds at which connections close
+               32  applied   uint64 x slots  the generation each worker applied last
 
-    def write(self, draining: bool, deadline: float) -> None:
-        self._FMT.pack_into(self.mem, 0, 1.0 if draining else 0.0, deadline)
+    The state follows the seqlock protocol of the metrics slots (metrics.py; one writer,
+    the supervisor's loop). The crc32 covers the generation too, so that on a weakly
+    ordered CPU a read never pairs a new generation with an old state. Each ``applied``
+    word is stored by its worker alone, as one aligned word, and read by the supervisor.
+    """
 
-    def read(self) -> tuple[bool, float]:
-        draining, deadline = self._FMT.unpack_from(self.mem, 0)
-        return draining != 0.0, deadline
+    _WORD = struct.Struct("@Q")
+    _STATE = struct.Struct("@dd")
+    # (crc32, draining, deadline) as stored at offset 8; (seq, draining, deadline) as signed.
+    _RECORD = struct.Struct("@Qdd")
+    _APPLIED = 32
+
+    def __init__(self, slots: int):
+        self.mem = mmap.mmap(-1, self._APPLIED + self._WORD.size * slots)
+        self.write(False, 0.0)
+
+    def write(self, draining: bool, deadline: float) -> int:
+        """Publish a new state; its generation, which the workers confirm."""
+        seq = self._WORD.unpack_from(self.mem, 0)[0] | 1
+        flag = 1.0 if draining else 0.0
+        self._WORD.pack_into(self.mem, 0, seq)  # odd: a write is in progress
+        self._WORD.pack_into(self.mem, 8, zlib.crc32(self._RECORD.pack(seq + 1, flag, deadline)))
+        self._STATE.pack_into(self.mem, 16, flag, deadline)
+        self._WORD.pack_into(self.mem, 0, seq + 1)
+        return (seq + 1) // 2
+
+    def read(self) -> tuple[int, bool, float] | None:
+        """(generation, draining, deadline), or None when no consistent copy could be
+        read within ~0.1 s (the supervisor stopped in the middle of a write)."""
+        mem = self.mem
+        for attempt in range(200):
+            seq = self._WORD.unpack_from(mem, 0)[0]
+            if not seq & 1:
+                crc, flag, deadline = self._RECORD.unpack_from(mem, 8)
+                if (self._WORD.unpack_from(mem, 0)[0] == seq
+                        and zlib.crc32(self._RECORD.pack(seq, flag, deadline)) == crc):
+                    return seq // 2, flag != 0.0, deadline
+            if attempt >= 8:
+                time.sleep(0.0005)
+        return None
+
+    def confirm(self, slot: int, generation: int) -> None:
+        """In worker *slot*: it has applied the state of *generation*."""
+        self._WORD.pack_into(self.mem, self._APPLIED + self._WORD.size * slot, generation)
+
+    def applied(self, slot: int) -> int:
+        """The generation worker *slot* confirmed last (0: none yet)."""
+        return self._WORD.unpack_from(self.mem, self._APPLIED + self._WORD.size * slot)[0]
 
 
 class Supervisor:
@@ -70,7 +120,7 @@ class Supervisor:
         self.deaths: list[float] = []
         self.stopping = False
         self.started = time.time()
-        self.control = Control()
+        self.control = Control(config.server.worker_count)
         self.metrics = MetricsArea(config.server.worker_count)
         self.drain_deadline: float | None = None
 
@@ -111,14 +161,18 @@ class Supervisor:
     # -- workers ------------------------------------------------------------
 
     def spawn(self, slot: int) -> None:
+        # The new worker confirms the state it starts in; until then a drain waits for it.
+        self.control.confirm(slot, 0)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
-                            signal.SIGUSR1):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                # SIGUSR1 before the worker handles it must not kill it (the default): the
+                # worker reads the drain state after installing its handler.
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
                 self.admin_sock.close()
                 self.reservation.close()
                 code = Worker(self.config, slot, self.metrics.worker(slot), self.control).run()
@@ -162,19 +216,53 @@ class Supervisor:
 
     # -- drain --------------------------------------------------------------
 
-    def drain(self, deadline_s: float) -> dict:
+    def drain(self, deadline_s: float) -> int:
+        """Publish the drain and signal the workers; the generation they confirm."""
         self.drain_deadline = time.time() + deadline_s
-        self.control.write(True, self.drain_deadline)
+        generation = self.control.write(True, self.drain_deadline)
         self.signal_workers(signal.SIGUSR1)
         log.info("draining: /health answers 503; connections close in %.0f s", deadline_s)
-        return self.status()
+        return generation
 
-    def undrain(self) -> dict:
+    def undrain(self) -> int:
+        """Publish the end of the drain and signal the workers; the generation to confirm."""
         self.drain_deadline = None
-        self.control.write(False, 0.0)
+        generation = self.control.write(False, 0.0)
         self.signal_workers(signal.SIGUSR1)
         log.info("undrained")
-        return self.status()
+        return generation
+
+    async def confirmed(self, generation: int,
+                        timeout: float = CONFIRM_TIMEOUT) -> dict[int, int]:
+        """Wait until every live worker has applied the drain state of *generation*; the
+        workers (pid -> slot) that had not within *timeout* seconds. A worker that dies
+        meanwhile drops out; its replacement counts once it has started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = {pid: slot for pid, slot in self.workers.items()
+                       if self.control.applied(slot) < generation}
+            if not pending or self.stopping or time.monotonic() >= deadline:
+                return pending
+            await asyncio.sleep(CONFIRM_POLL)
+
+    async def apply_drain(self, what: str, generation: int) -> tuple[str, str, bytes]:
+        """The answer to POST /drain or /undrain once the workers confirmed *generation*."""
+        pending = await self.confirmed(generation)
+        st = self.status()
+        if not pending:
+            return "200 OK", "application/json", json.dumps(st, sort_keys=True).encode() + b"\n"
+        names = ", ".join(f"pid {pid} (slot {slot})" for pid, slot in sorted(pending.items()))
+        st["unconfirmed"] = sorted(pending)
+        if self.stopping:
+            st["error"] = f"{what} not confirmed by workers {names}: oca serve is stopping"
+        else:
+            st["error"] = (
+                f"{what} not confirmed within {CONFIRM_TIMEOUT:g} s by {len(pending)} of "
+                f"{len(self.workers)} workers: {names}; the others applied it, these apply "
+                "it once they run again (stopped? stuck? see the oca serve log)")
+        log.error("%s", st["error"])
+        return ("504 Gateway Timeout", "application/json",
+                json.dumps(st, sort_keys=True).encode() + b"\n")
 
     def status(self) -> dict:
         cfg = self.config.server
@@ -204,7 +292,7 @@ class Supervisor:
             req.method = parser.get_method().decode("latin-1")
         except httptools.HttpParserError:
             req.url = None
-        status, ctype, body = self.admin_response(req)
+        status, ctype, body = await self.admin_response(req)
         writer.write(
             f"HTTP/1.1 {status}\r\nServer: oca\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
@@ -213,7 +301,7 @@ class Supervisor:
             await writer.drain()
         writer.close()
 
-    def admin_response(self, req: _AdminRequest) -> tuple[str, str, bytes]:
+    async def admin_response(self, req: _AdminRequest) -> tuple[str, str, bytes]:
         if req.url is None:
             return "400 Bad Request", "text/plain", b"bad request\n"
         path, _, query = req.url.partition("?")
@@ -236,9 +324,9 @@ class Supervisor:
                 seconds = parse_duration(raw)
             except ValueError as e:
                 return "400 Bad Request", js, json.dumps({"error": str(e)}).encode() + b"\n"
-            return "200 OK", js, json.dumps(self.drain(seconds), sort_keys=True).encode() + b"\n"
+            return await self.apply_drain("drain", self.drain(seconds))
         if route == ("POST", "/undrain"):
-            return "200 OK", js, json.dumps(self.undrain(), sort_keys=True).encode() + b"\n"
+            return await self.apply_drain("undrain", self.undrain())
         if path in ("/metrics", "/status", "/health", "/drain", "/undrain"):
             return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
         return "404 Not Found", "text/plain", b"not found\n"
@@ -249,7 +337,6 @@ class Supervisor:
         cfg = self.config.server
         log.info("oca %s serve: %s:%d, admin %s:%d, %d workers, fastpath %s", __version__,
                  *cfg.listen, *cfg.admin_listen, cfg.worker_count, _fastpath.IMPLEMENTATION)
-        self.control.write(False, 0.0)
         loop = self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         for slot in range(cfg.worker_count):

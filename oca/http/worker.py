@@ -64,7 +64,7 @@ class Worker:
         self.config = config
         self.index = index
         self.metrics = metrics
-        self.control = control  # supervisor.Control: drain state shared by all processes
+        self.control = control  # supervisor.Control: the drain state and its confirmation
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: WorkerServer | None = None
         self.stopping = False
@@ -119,7 +119,12 @@ class Worker:
         self.loop.call_later(TICK, self.tick)
 
     def apply_control(self, quiet: bool = False) -> None:
-        draining, deadline = self.control.read()
+        """Apply the drain state (on SIGUSR1, at start and every tick) and confirm its
+        generation to the supervisor, which answers POST /drain and /undrain only then."""
+        state = self.control.read()
+        if state is None:  # no consistent copy now: keep the current state, retry next tick
+            return
+        generation, draining, deadline = state
         handler = self.handler
         if draining != handler.draining and not quiet:
             log.info("worker %d: %s", self.index, "draining" if draining else "undrained")
@@ -131,6 +136,7 @@ class Worker:
         # Stopping (SIGTERM) closes connections as their responses end, whatever the drain
         # state says: this runs every tick.
         handler.closing = closing or self.stopping
+        self.control.confirm(self.index, generation)
 
     def stop(self) -> None:
         """SIGTERM: stop accepting, finish responses in flight up to the shutdown timeout."""

@@ -5,18 +5,21 @@ refusing to start (port taken, bad config) with a one-line error that names the 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import select
+import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_appliance, write_config
-from tests.http.conftest import FASTPATHS, Server, free_port, start_server
+from tests.http.conftest import FASTPATHS, Server, free_port, start_server, wait_for
 
 SMALL = random.Random(2).randbytes(16 << 10)
 
@@ -95,18 +98,18 @@ def test_drain_deadline_then_undrain(server):
         status, _, body = srv.request("GET", "/health")
         assert status == 503
         assert json.loads(body)["status"] == "draining"
+        # Until the deadline, objects are still served, on kept and on new connections.
+        # (Checked before the slower `oca status` calls, which could outlast the deadline.)
+        status, headers, body = get(kept, "/o/small.m4s")
+        assert (status, headers["connection"], body) == (b"HTTP/1.1 200 OK", "keep-alive", SMALL)
+        status, _, body = srv.request("GET", "/o/small.m4s")
+        assert (status, body) == (200, SMALL)
         status, body = srv.admin("GET", "/health")
         assert status == 503
         assert json.loads(body)["draining"] is True
         st = json.loads(ok(srv.oca("status", "--json")))["server"]
         assert (st["running"], st["draining"]) == (True, True)
         assert ok(srv.oca("status")).splitlines()[0].endswith(", draining")
-
-        # Until the deadline, objects are still served, on kept and on new connections.
-        status, headers, body = get(kept, "/o/small.m4s")
-        assert (status, headers["connection"], body) == (b"HTTP/1.1 200 OK", "keep-alive", SMALL)
-        status, _, body = srv.request("GET", "/o/small.m4s")
-        assert (status, body) == (200, SMALL)
 
         # At the deadline (checked once a second) the kept connection is closed.
         assert closed_by_server(kept, timeout=4)
@@ -223,3 +226,108 @@ def test_serve_with_a_bad_listen_address_fails_naming_the_key(tmp_path):
     res = app.oca("serve", timeout=30)
     one_error(res, 1, "server.listen:", "out of range")
 
+
+
+# -- drain and undrain answer once every worker has applied them ------------------------
+
+WORKERS = 4
+
+
+@pytest.fixture
+def workers(tmp_path):
+    srv = start_server(tmp_path / "app", "cython", workers=WORKERS,
+                       objects={"small.m4s": (SMALL, "flash")})
+    yield srv
+    srv.stop()
+    no_traceback(srv)
+
+
+def health_from_every_worker(srv: Server, pids: set[int], at_least: int = 64) -> set[int]:
+    """GET /health on new connections (the kernel spreads them over the workers' SO_REUSEPORT
+    sockets) until every worker in *pids* has answered, and at least *at_least* times; the
+    statuses seen."""
+    statuses: set[int] = set()
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    n = 0
+    while n < at_least or not pids <= seen:
+        assert time.monotonic() < deadline, f"workers {sorted(pids - seen)} never answered"
+        status, _, body = srv.request("GET", "/health")
+        statuses.add(status)
+        seen.add(json.loads(body)["pid"])
+        n += 1
+    return statuses
+
+
+def test_drain_and_undrain_return_once_every_worker_applied_them(workers):
+    srv = workers
+    pids = set(srv.worker_pids())
+    assert len(pids) == WORKERS
+    ok(srv.oca("drain", "--deadline", "1h"))
+    assert health_from_every_worker(srv, pids) == {503}
+    ok(srv.oca("undrain"))
+    assert health_from_every_worker(srv, pids) == {200}
+
+    # A worker that cannot run (stopped) holds the command back until it has applied it.
+    victim = min(pids)
+    with ThreadPoolExecutor(1) as pool:
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            drain = pool.submit(srv.oca, "drain", "--deadline", "1h")
+            with pytest.raises(TimeoutError):
+                drain.result(timeout=1)
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        assert ok(drain.result(timeout=30)).startswith("draining: /health answers 503 now")
+    assert health_from_every_worker(srv, pids) == {503}
+
+    os.kill(victim, signal.SIGSTOP)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            undrain = pool.submit(srv.oca, "undrain")
+            with pytest.raises(TimeoutError):
+                undrain.result(timeout=1)
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        assert ok(undrain.result(timeout=30)) == "serving: drain cancelled\n"
+    assert health_from_every_worker(srv, pids) == {200}
+
+
+def test_drain_names_the_worker_that_does_not_confirm(workers):
+    srv = workers
+    pids = set(srv.worker_pids())
+    victim = max(pids)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = srv.oca("drain", "--deadline", "1h")
+        waited = time.monotonic() - t0
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    line = one_error(res, 1, "drain not confirmed within 5 s", f"pid {victim} (slot ",
+                     f"1 of {WORKERS} workers")
+    for other in pids - {victim}:
+        assert str(other) not in line
+    assert waited >= 4.5
+    # The others have drained; the stopped one drains once it runs again. Asking again
+    # returns once every worker has.
+    st = json.loads(ok(srv.oca("status", "--json")))["server"]
+    assert st["draining"] is True
+    ok(srv.oca("drain", "--deadline", "1h"))
+    assert health_from_every_worker(srv, pids) == {503}
+    ok(srv.oca("undrain"))
+    assert health_from_every_worker(srv, pids) == {200}
+
+
+def test_a_restarted_worker_starts_in_the_current_drain_state(workers):
+    srv = workers
+    old = set(srv.worker_pids())
+    ok(srv.oca("drain", "--deadline", "1h"))
+    victim = min(old)
+    os.kill(victim, signal.SIGKILL)
+    pids = wait_for(lambda: (p := set(srv.worker_pids())) != old and len(p) == WORKERS and p,
+                    timeout=10)
+    assert victim not in pids
+    assert health_from_every_worker(srv, pids) == {503}
+    ok(srv.oca("undrain"))
+    assert health_from_every_worker(srv, pids) == {200}
