@@ -35,7 +35,7 @@ from .model import Catalog, SitePlan, Topology, Transfer
 from .rendezvous import catalog_lookup
 
 __all__ = ["Schedule", "TransferTable", "Fleet", "BackboneFill", "FirstCopies", "SiteTransfers",
-           "SiteResult", "schedule", "route", "held_before", "deferred_by_node"]
+           "SiteResult", "schedule", "route", "held_before", "held_numbers", "deferred_by_node"]
 
 DAY = 86400
 
@@ -334,13 +334,14 @@ def held_before(catalog: Catalog, previous: dict[str, dict[str, str]],
                 nodes: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """node -> ascending object numbers it held before tonight, from the previous manifests
     (*nodes*: only these). Ids the catalog no longer has are left out: nothing copies them."""
-    out = {}
-    for node in (previous if nodes is None else nodes):
-        held = previous.get(node)
-        if held:
-            num = catalog_lookup(catalog, list(held))
-            out[node] = _distinct(num[num >= 0])
-    return out
+    return held_numbers({node: catalog_lookup(catalog, previous[node])
+                         for node in (previous if nodes is None else nodes) if previous.get(node)})
+
+
+def held_numbers(numbers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`held_before` from node -> `catalog_lookup` of its previous ids (-1: not in the
+    catalog), for a caller that looked them up already."""
+    return {node: _distinct(num[num >= 0]) for node, num in numbers.items() if len(num)}
 
 
 def _distinct(x: np.ndarray) -> np.ndarray:

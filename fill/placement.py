@@ -99,8 +99,12 @@ def replicas(peak_gbps: np.ndarray, site: Site, params: PlacementParams) -> np.n
 
 def place_site(site: Site, catalog: Catalog, fc: SiteForecast,
                previous: dict[str, dict[str, str]],
-               params: PlacementParams | None = None) -> SitePlan:
+               params: PlacementParams | None = None,
+               previous_numbers: dict[str, np.ndarray] | None = None) -> SitePlan:
     """Place one site (or one backbone node given as a one-appliance Site).
+
+    *previous_numbers*: appliance -> `catalog_lookup(catalog, previous[appliance])`, when
+    the caller has them already (plan.py needs them too); else they are looked up here.
 
     *previous*: appliance -> {id: tier} of last night's manifests (appliances missing or
     empty held nothing). Ids no longer in the catalog, or of size 0, are deleted.
@@ -116,7 +120,9 @@ def place_site(site: Site, catalog: Catalog, fc: SiteForecast,
 
     # Last night, per appliance: object numbers (-1: no longer in the catalog).
     prev_ids = [list(previous.get(a, {})) for a in names]
-    prev_num = [catalog_lookup(catalog, ids) for ids in prev_ids]
+    known = previous_numbers or {}
+    prev_num = [known[a] if a in known else catalog_lookup(catalog, ids)
+                for a, ids in zip(names, prev_ids, strict=True)]
 
     # Candidates: objects with predicted value, and everything held (even of value 0).
     f_obj = np.asarray(fc.obj, dtype=np.int64)

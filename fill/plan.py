@@ -46,6 +46,7 @@ from .backbone import (
     TransferTable,
     deferred_by_node,
     held_before,
+    held_numbers,
 )
 from .catalog import load_catalog
 from .forecast import Forecaster, ForecastParams
@@ -53,6 +54,7 @@ from .logs import read_demand
 from .manifest import manifest_bytes, read_previous, write_manifest
 from .model import ApplianceSpec, Catalog, Site, SiteForecast, SitePlan, Topology
 from .placement import PlacementParams, place_site
+from .rendezvous import catalog_lookup
 from .summary import Sizes, assemble, node_figures, site_figures
 from .topology import load_topology
 
@@ -112,8 +114,11 @@ def _first_step(fx: _Fixed, k: int, fc: SiteForecast, previous: dict[str, dict[s
                 ) -> tuple[SitePlan, SiteTransfers]:
     """Place site number *k* and sort out its additions."""
     site = fx.fleet.topology.sites[k]
-    plan = place_site(site, fx.catalog, fc, previous, fx.params)
-    held = held_before(fx.catalog, previous)
+    # Last night's ids as object numbers, looked up once for placement and sources.
+    numbers = {a.name: catalog_lookup(fx.catalog, previous[a.name]) for a in site.appliances
+               if a.name in previous}
+    plan = place_site(site, fx.catalog, fc, previous, fx.params, numbers)
+    held = held_numbers(numbers)
     if site.upstream in fx.bb_held:
         held[site.upstream] = fx.bb_held[site.upstream]
     return plan, fx.fleet.site_transfers(k, plan, held, fx.bb)

@@ -20,7 +20,7 @@ def test_each_counts_and_passes_items_through(monkeypatch, caplog):
 
 def test_disabled_progress_says_nothing(monkeypatch, caplog):
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
-    with caplog.at_level(logging.INFO, logger="oca.progress"):
-        with Progress("access logs", total=10, unit="B", enabled=False) as bar:
-            bar.update(10)
+    with (caplog.at_level(logging.INFO, logger="oca.progress"),
+          Progress("access logs", total=10, unit="B", enabled=False) as bar):
+        bar.update(10)
     assert bar.done == 10 and caplog.records == []
