@@ -146,3 +146,38 @@ def run(const int64_t[::1] want, const uint8_t[::1] charged, const int64_t[::1] 
         free(score)
         free(open_)
     return out_row[:k], out_app[:k], out_tier[:k]
+
+
+def admit(const int64_t[::1] size, const int64_t[:, ::1] options,
+          const int64_t[:, ::1] table, int64_t[::1] room):
+    """backbone._admit as one loop: transfer i, in order, takes the first of its
+    *options* (route ids, -1 none) whose links (a row of *table*, padded with the last
+    link, which is never charged) all have *size[i]* bytes of room, and charges them;
+    returns the option taken per transfer (-1: deferred). *room* is updated in place."""
+    cdef Py_ssize_t n = size.shape[0], k = options.shape[1], hops = table.shape[1]
+    cdef Py_ssize_t pad = room.shape[0] - 1, i, o, h
+    cdef int64_t s, route, link
+    cdef bint fits
+    taken_arr = np.full(n, -1, dtype=np.int8)
+    cdef signed char[::1] taken = taken_arr
+    with nogil:
+        for i in range(n):
+            s = size[i]
+            for o in range(k):
+                route = options[i, o]
+                if route < 0:
+                    continue
+                fits = True
+                for h in range(hops):
+                    link = table[route, h]
+                    if link != pad and room[link] < s:
+                        fits = False
+                        break
+                if fits:
+                    for h in range(hops):
+                        link = table[route, h]
+                        if link != pad:
+                            room[link] -= s
+                    taken[i] = <signed char>o
+                    break
+    return taken_arr

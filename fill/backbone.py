@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import InputError
 from .model import Catalog, SitePlan, Topology, Transfer
+from .placement import _cgreedy  # the compiled loops (fill/_greedy.pyx), or None
 from .rendezvous import catalog_lookup
 
 __all__ = ["Schedule", "TransferTable", "Fleet", "BackboneFill", "FirstCopies", "SiteTransfers",
@@ -283,6 +284,17 @@ def _charge_prefix(links: np.ndarray, size: np.ndarray, room: np.ndarray, pad: i
 def _admit(size: np.ndarray, options: np.ndarray, table: np.ndarray, room: np.ndarray
            ) -> np.ndarray:
     """Greedy admission in the given order; return the option taken (-1: deferred).
+    The compiled loop (fill/_greedy.pyx `admit`) when built, else `_admit_numpy`."""
+    if _cgreedy is None:
+        return _admit_numpy(size, options, table, room)
+    return _cgreedy.admit(np.ascontiguousarray(size, dtype=np.int64),
+                          np.ascontiguousarray(options, dtype=np.int64),
+                          np.ascontiguousarray(table, dtype=np.int64), room)
+
+
+def _admit_numpy(size: np.ndarray, options: np.ndarray, table: np.ndarray, room: np.ndarray
+                 ) -> np.ndarray:
+    """`_admit`'s twin in numpy.
 
     Transfer i takes the first of ``options[i]`` (route ids, -1 for none) whose links all
     still have ``size[i]`` bytes of room, and charges them; ``room`` is updated in place.
