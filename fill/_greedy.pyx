@@ -17,6 +17,7 @@ by position; score = splitmix64(h(object) ^ h(appliance)), rendezvous.py):
 
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -181,3 +182,37 @@ def admit(const int64_t[::1] size, const int64_t[:, ::1] options,
                     taken[i] = <signed char>o
                     break
     return taken_arr
+
+
+def object_lines(const unsigned char[::1] heads, const int64_t[::1] head_at,
+                 const unsigned char[::1] mids, const int64_t[::1] mid_at,
+                 const unsigned char[::1] tails, const int64_t[::1] tail_at,
+                 const int64_t[::1] objs, const int64_t[::1] code):
+    """manifest._object_lines as one copy: line i is head[objs[i]] + mid[code[i]] +
+    tail[objs[i]], each part a slice of its buffer (part j: at[j]..at[j + 1]); every tail
+    ends with ",\\n", which the last line replaces with "\\n"."""
+    cdef Py_ssize_t n = objs.shape[0], i, total = 0, pos = 0, a, b, c
+    if n == 0:
+        return b""
+    for i in range(n):
+        total += (head_at[objs[i] + 1] - head_at[objs[i]]) + (mid_at[code[i] + 1]
+                  - mid_at[code[i]]) + (tail_at[objs[i] + 1] - tail_at[objs[i]])
+    out = bytearray(total - 1)
+    cdef unsigned char[::1] buf = out
+    with nogil:
+        for i in range(n):
+            a = objs[i]
+            c = code[i]
+            b = head_at[a + 1] - head_at[a]
+            memcpy(&buf[pos], &heads[head_at[a]], b)
+            pos += b
+            b = mid_at[c + 1] - mid_at[c]
+            memcpy(&buf[pos], &mids[mid_at[c]], b)
+            pos += b
+            b = tail_at[a + 1] - tail_at[a]
+            if i == n - 1:
+                b -= 2  # the last line: no comma
+            memcpy(&buf[pos], &tails[tail_at[a]], b)
+            pos += b
+        buf[pos] = 10  # "\n"
+    return out

@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import InputError
 from .model import TIERS, Catalog, SitePlan
+from .placement import _cgreedy  # the compiled loops (fill/_greedy.pyx), or None
 
 __all__ = ["read_previous", "write_manifests", "write_manifest", "manifest_bytes"]
 
@@ -214,6 +215,12 @@ def _object_lines(catalog: Catalog, objs: np.ndarray, tier: np.ndarray, source: 
         s, rest = divmod(k, len(TIERS) * w_count)
         t, w = divmod(rest, w_count)
         mids.append(f'{_json(names[s])},"tier":"{TIERS[t]}","wave":{w},"xxh3":'.encode())
+    if _cgreedy is not None:
+        (h_buf, h_at), (t_buf, t_at) = _catalog_buffers(catalog)
+        m_buf, m_at = _joined(mids)
+        return bytes(_cgreedy.object_lines(h_buf, h_at, m_buf, m_at, t_buf, t_at,
+                                           np.ascontiguousarray(objs, dtype=np.int64),
+                                           np.ascontiguousarray(code, dtype=np.int64)))
     mid = np.array(mids, dtype=bytes)
     parts = [heads[objs], mid[code], tails[objs]]
     n = len(objs)
@@ -255,6 +262,22 @@ def _catalog_fields(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
     _CACHE.clear()
     _CACHE.update(ids=catalog.ids, fields=(heads, tails))
     return heads, tails
+
+
+def _joined(parts: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """(the parts end to end, where part j starts: at[j]; at[len] is the end)."""
+    at = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=at[1:])
+    return b"".join(parts), at
+
+
+def _catalog_buffers(catalog: Catalog) -> tuple[tuple[bytes, np.ndarray], ...]:
+    """`_catalog_fields` as two joined buffers with offsets (the compiled writer's input);
+    made once per catalog and process, like the fields."""
+    heads, tails = _catalog_fields(catalog)
+    if "buffers" not in _CACHE:
+        _CACHE["buffers"] = (_joined(heads.tolist()), _joined(tails.tolist()))
+    return _CACHE["buffers"]
 
 
 def _json(v) -> str:
