@@ -15,7 +15,7 @@ by position; score = splitmix64(h(object) ^ h(appliance)), rendezvous.py):
   was held).
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -216,3 +216,122 @@ def object_lines(const unsigned char[::1] heads, const int64_t[::1] head_at,
             pos += b
         buf[pos] = 10  # "\n"
     return out
+
+
+cdef struct _Run:
+    const double *key
+    const int32_t *obj
+    const int32_t *dst
+    const int8_t *via
+    int8_t *taken
+    Py_ssize_t at, n
+    int64_t bb_route, origin_route
+
+
+cdef inline bint _before(_Run *runs, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Run a's next row comes before run b's: (key, obj, dst) ascending."""
+    cdef _Run *x = &runs[a]
+    cdef _Run *y = &runs[b]
+    cdef double kx = x.key[x.at], ky = y.key[y.at]
+    if kx != ky:
+        return kx < ky
+    if x.obj[x.at] != y.obj[y.at]:
+        return x.obj[x.at] < y.obj[y.at]
+    return x.dst[x.at] < y.dst[y.at]
+
+
+cdef inline void _sift_down(_Run *runs, Py_ssize_t *heap, Py_ssize_t size,
+                            Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t child, top = heap[i]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _before(runs, heap[child + 1], heap[child]):
+            child += 1
+        if not _before(runs, heap[child], top):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = top
+
+
+cdef inline bint _take(int64_t route, int64_t s, const int64_t[:, ::1] table,
+                       int64_t[::1] room, Py_ssize_t pad) noexcept nogil:
+    cdef Py_ssize_t h, hops = table.shape[1]
+    cdef int64_t link
+    if route < 0:
+        return False
+    for h in range(hops):
+        link = table[route, h]
+        if link != pad and room[link] < s:
+            return False
+    for h in range(hops):
+        link = table[route, h]
+        if link != pad:
+            room[link] -= s
+    return True
+
+
+def admit_sites(list firsts, list taken, const int64_t[::1] size,
+                const int64_t[:, ::1] table, int64_t[::1] room):
+    """backbone.Fleet.admit as one loop: the sites' first copies (`FirstCopies`, each
+    sorted by (key, obj, dst)) merged through a heap in that order, each taking its
+    upstream option (when `via` > 0) or else its origin option if the whole route has
+    room. *taken* (one int8 array per site, -1 filled) and *room* are updated."""
+    cdef Py_ssize_t k = len(firsts), i, size_h = 0, pad = room.shape[0] - 1, r
+    cdef _Run *runs = <_Run *>malloc(max(k, 1) * sizeof(_Run))
+    cdef Py_ssize_t *heap = <Py_ssize_t *>malloc(max(k, 1) * sizeof(Py_ssize_t))
+    cdef const double[::1] key_v
+    cdef const int32_t[::1] obj_v, dst_v
+    cdef const int8_t[::1] via_v
+    cdef int8_t[::1] taken_v
+    cdef _Run *run
+    cdef int64_t s
+    if runs == NULL or heap == NULL:
+        free(runs)
+        free(heap)
+        raise MemoryError()
+    try:
+        for i in range(k):
+            f = firsts[i]
+            runs[i].n = len(f.obj)
+            runs[i].at = 0
+            runs[i].bb_route = f.bb_route
+            runs[i].origin_route = f.origin_route
+            if runs[i].n == 0:
+                continue
+            key_v = f.key
+            obj_v = f.obj
+            dst_v = f.dst
+            via_v = f.via
+            taken_v = taken[i]
+            runs[i].key = &key_v[0]
+            runs[i].obj = &obj_v[0]
+            runs[i].dst = &dst_v[0]
+            runs[i].via = &via_v[0]
+            runs[i].taken = &taken_v[0]
+            heap[size_h] = i
+            size_h += 1
+        with nogil:
+            i = size_h // 2
+            while i > 0:
+                i -= 1
+                _sift_down(runs, heap, size_h, i)
+            while size_h > 0:
+                r = heap[0]
+                run = &runs[r]
+                s = size[run.obj[run.at]]
+                if run.via[run.at] > 0 and _take(run.bb_route, s, table, room, pad):
+                    run.taken[run.at] = 0
+                elif _take(run.origin_route, s, table, room, pad):
+                    run.taken[run.at] = 1
+                run.at += 1
+                if run.at == run.n:
+                    size_h -= 1
+                    heap[0] = heap[size_h]
+                if size_h > 0:
+                    _sift_down(runs, heap, size_h, 0)
+    finally:
+        free(runs)
+        free(heap)

@@ -629,7 +629,12 @@ class Fleet:
         the rest): the result for them is the same. The sites' lists are each in that
         order already, so they are merged band by band of priority (~_BAND_ROWS rows at
         a time) instead of sorted as one array: memory stays at one band beyond the lists
-        themselves."""
+        themselves. The compiled twin (fill/_greedy.pyx `admit_sites`) merges them through
+        a heap instead: the same order, row for row."""
+        if _cgreedy is not None:  # compiled: the lists merged through a heap, row by row
+            out = [np.full(len(f), -1, dtype=np.int8) for f in firsts]
+            _cgreedy.admit_sites(firsts, out, self.size, self.table, self.room)
+            return out
         offsets = np.concatenate(([0], np.cumsum([len(f) for f in firsts], dtype=np.int64)))
         taken = np.full(int(offsets[-1]), -1, dtype=np.int8)
         if taken.size:
