@@ -4,7 +4,7 @@ The logs are the JSON lines of oca/http/accesslog.py, plain or gzip (told by the
 bytes, not the name), a few GB in many files. They are streamed in three threads: one
 reads (and inflates) 16 MiB blocks cut at a line end, one parses each block with polars
 (simd-json) into columns, and the caller's folds the columns into running sums with
-numpy. Memory stays at a few blocks plus the sums, whatever the size of the logs (2.1 GB
+numpy. Memory stays at a few blocks plus the sums, whatever the size of the logs (1.8 GB
 peak with the catalog for bench/fill/scale.py's 50M lines, 100 x 10 appliances, 1M
 objects). ~1 CPU-second per million lines; docs/fill-inputs.md has the measurements.
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import mmap
 import os
 import queue
 import threading
@@ -65,8 +64,12 @@ BODY_STATUSES = (200, 206)
 WANTED_STATUSES = (302, 404, 503)
 NOT_MODIFIED = 304
 
-_RAW_READ = 4 << 20  # compressed bytes read at a time from a .gz file
-_INFLATE_PIECE = 1 << 20  # uncompressed bytes inflated at a time
+# Compressed bytes read at a time from a .gz file, and uncompressed bytes inflated at a
+# time. A read inflates to less than a piece (logs compress ~6:1), so each call takes all
+# its input: a call stopped by max_length copies the rest of the input into
+# unconsumed_tail, and 4 MiB reads cut into 1 MiB pieces cost 40 % more CPU.
+_RAW_READ = 256 << 10
+_INFLATE_PIECE = 4 << 20
 _PEEK = 1 << 20  # bytes looked at to find a block's last newline
 _GZIP_MAGIC = b"\x1f\x8b"
 _SCHEMA = {"ts": pl.Float64, "appliance": pl.String, "object": pl.String,
@@ -524,10 +527,10 @@ class _Sums:
         self.now = float(now)
         self.half_life = float(half_life)
         self.recent_half_life = float(recent_half_life)
-        self.table = _zeros((max(1, n_groups * self.n_obj),), np.int32)
+        self.table = np.zeros(max(1, n_groups * self.n_obj), dtype=np.int32)
         self.count = 0
-        # Room for 64M (site, object) pairs from the start: rows not yet used cost
-        # address space only, and growing (a copy of everything) is rare.
+        # Room for 64M (site, object) pairs from the start: calloc'd, so rows not yet
+        # used cost address space only, and growing (a copy of everything) is rare.
         self.acc = self._fresh(min(max(1, n_groups * self.n_obj), _ROOM))
         self.first_day = np.zeros(self.n_obj)
         self.start_ts = math.inf
@@ -535,8 +538,9 @@ class _Sums:
 
     @staticmethod
     def _fresh(n: int) -> np.ndarray:
-        # the last-ts column of a slot is set when the slot is taken
-        return _zeros((n, 4), np.float64)
+        # calloc: pages are zeroed by the kernel when first touched, not here; the
+        # last-ts column of a slot is set when the slot is taken
+        return np.zeros((n, 4))
 
     def add_block(self, frame: pl.DataFrame, objects: _StringIndex, appliances: pl.Enum,
                   group_of_appliance: np.ndarray, seen: _Seen, block: _Block) -> None:
@@ -627,7 +631,7 @@ class _Sums:
         del self.table
         # Each slot's row is taken whole (32 bytes, one cache line), a million at a time,
         # and its sums copied out in order: 0.7 s for 19M rows, where gathering the four
-        # columns one by one reads every row four times (2.9 s).
+        # columns one by one reads every row four times (2.1 s).
         columns = [np.empty(len(keys)) for _ in range(4)]
         rows = self.acc.view(np.dtype((np.void, 32))).reshape(-1)
         for i in range(0, len(keys), _COPY_ROWS):
@@ -655,16 +659,6 @@ class _Sums:
             first_day=self.first_day,
         )
         return demand
-
-
-def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Zeros in private anonymous memory the kernel fills in 4 KiB pages as they are first
-    touched. (numpy's zeros asks for transparent huge pages, and faulting in those,
-    compaction included, cost 2.3x the CPU for the sums' rows: 1.25 s vs 0.54 s per
-    576 MB, written in order as slots are taken; random reads were no slower.)"""
-    dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize
-    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype, math.prod(shape)).reshape(shape)
 
 
 def _asked_bytes(ranges: pl.Series, size: np.ndarray) -> np.ndarray:
