@@ -103,8 +103,10 @@ def place_site(site: Site, catalog: Catalog, fc: SiteForecast,
                previous_numbers: dict[str, np.ndarray] | None = None) -> SitePlan:
     """Place one site (or one backbone node given as a one-appliance Site).
 
-    *previous_numbers*: appliance -> `catalog_lookup(catalog, previous[appliance])`, when
-    the caller has them already (plan.py needs them too); else they are looked up here.
+    *previous*: appliance -> what it held (an {id: tier} dict from read_previous, or just
+    its ids). *previous_numbers*: appliance -> `catalog_lookup(catalog, previous[appliance])`
+    when the caller has them already (plan.py reads them with read_previous_numbers);
+    else they are looked up here.
 
     *previous*: appliance -> {id: tier} of last night's manifests (appliances missing or
     empty held nothing). Ids no longer in the catalog, or of size 0, are deleted.

@@ -45,16 +45,14 @@ from .backbone import (
     SiteTransfers,
     TransferTable,
     deferred_by_node,
-    held_before,
     held_numbers,
 )
 from .catalog import load_catalog
 from .forecast import Forecaster, ForecastParams
 from .logs import read_demand
-from .manifest import manifest_bytes, read_previous, write_manifest
+from .manifest import manifest_bytes, read_previous_numbers, write_manifest
 from .model import ApplianceSpec, Catalog, Site, SiteForecast, SitePlan, Topology
 from .placement import PlacementParams, place_site
-from .rendezvous import catalog_lookup
 from .summary import Sizes, assemble, node_figures, site_figures
 from .topology import load_topology
 
@@ -110,14 +108,15 @@ class _SiteFigures:
     waves: int
 
 
-def _first_step(fx: _Fixed, k: int, fc: SiteForecast, previous: dict[str, dict[str, str]]
+def _first_step(fx: _Fixed, k: int, fc: SiteForecast,
+                previous: dict[str, tuple[list[str], np.ndarray]]
                 ) -> tuple[SitePlan, SiteTransfers]:
-    """Place site number *k* and sort out its additions."""
+    """Place site number *k* and sort out its additions. *previous*: appliance -> (its
+    previous ids, their object numbers), from `read_previous_numbers`."""
     site = fx.fleet.topology.sites[k]
-    # Last night's ids as object numbers, looked up once for placement and sources.
-    numbers = {a.name: catalog_lookup(fx.catalog, previous[a.name]) for a in site.appliances
-               if a.name in previous}
-    plan = place_site(site, fx.catalog, fc, previous, fx.params, numbers)
+    numbers = {a: num for a, (_, num) in previous.items()}
+    plan = place_site(site, fx.catalog, fc, {a: ids for a, (ids, _) in previous.items()},
+                      fx.params, numbers)
     held = held_numbers(numbers)
     if site.upstream in fx.bb_held:
         held[site.upstream] = fx.bb_held[site.upstream]
@@ -158,7 +157,8 @@ def _local_first(k: int) -> FirstCopies:
     fx: _Fixed = _SHARED["fixed"]
     site = fx.fleet.topology.sites[k]
     previous = _SHARED["previous"]
-    prev = read_previous(previous, [a.name for a in site.appliances]) if previous else {}
+    prev = read_previous_numbers(previous, [a.name for a in site.appliances], fx.catalog) \
+        if previous else {}
     plan, st = _first_step(fx, k, _SHARED["model"].site(site.name), prev)
     with open(_spool(k), "wb") as f:
         pickle.dump((plan, st), f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -271,8 +271,8 @@ def _run_dask(address: str, fx: _Fixed, model: Forecaster, previous: Path | None
         fixed = client.scatter(fx, broadcast=True)
         work = []
         for k, site in enumerate(sites):
-            prev = read_previous(previous, [a.name for a in site.appliances]) \
-                if previous else {}
+            prev = read_previous_numbers(previous, [a.name for a in site.appliances],
+                                         fx.catalog) if previous else {}
             work.append(client.submit(_dask_first, fixed, k, model.site(site.name), prev,
                                       pure=False))
         del model
@@ -313,12 +313,15 @@ def run_plan(req: PlanRequest) -> dict:
 
     # 1. Backbone nodes: planned and filled here, before any site (sites copy from them).
     bb_sites = backbone_sites(topology)
-    bb_prev = read_previous(req.previous, [s.name for s in bb_sites]) if req.previous else {}
+    bb_prev = read_previous_numbers(req.previous, [s.name for s in bb_sites], catalog) \
+        if req.previous else {}
     bb_fc = model.backbone() if bb_sites else {}
-    bb_plans = [place_site(s, catalog, bb_fc[s.name], {s.name: bb_prev.get(s.name, {})},
-                           req.placement) for s in bb_sites]
+    bb_plans = [place_site(s, catalog, bb_fc[s.name],
+                           {s.name: bb_prev[s.name][0]} if s.name in bb_prev else {},
+                           req.placement, {n: num for n, (_, num) in bb_prev.items()})
+                for s in bb_sites]
     del bb_fc
-    bb_held = held_before(catalog, bb_prev)
+    bb_held = held_numbers({n: num for n, (_, num) in bb_prev.items()})
     del bb_prev
     bb = fleet.fill_backbone(bb_plans)
     fx = _Fixed(catalog, fleet, bb, bb_held, req.placement, req.now)

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 
 from fill import manifest
 from fill.errors import InputError
-from fill.manifest import manifest_bytes, read_previous, write_manifests
+from fill.manifest import manifest_bytes, read_previous, read_previous_numbers, write_manifests
 from fill.model import TIERS, ApplianceSpec, Site, SitePlan
 from fill.placement import PlacementParams, place_site
+from fill.rendezvous import catalog_lookup
 
 from .test_placement import fleets, make_catalog, make_fc, make_site
 
@@ -274,3 +275,62 @@ def test_read_previous_of_some_nodes(tmp_path):
     some = read_previous(tmp_path, ["isp-a1", "new-box", "isp-a0"])
     assert list(some) == ["isp-a1", "isp-a0"]
     assert some == {k: everything[k] for k in some}
+
+
+def general(folder, nodes, cat):
+    """read_previous_numbers by its definition: the JSON reader, then catalog_lookup."""
+    held = read_previous(folder, nodes)
+    return {n: (list(h), catalog_lookup(cat, list(h))) for n, h in held.items()}
+
+
+def same(got, want) -> bool:
+    return list(got) == list(want) and all(
+        got[n][0] == want[n][0] and np.array_equal(got[n][1], want[n][1]) for n in want)
+
+
+def test_read_previous_numbers_of_written_manifests(tmp_path):
+    cat, plan, bb = two_plans()
+    write_manifests(tmp_path, [plan], [bb], AllFilled(), cat, NOW)
+    nodes = ["isp-a1", "new-box", "bb1", "isp-a0"]
+    got = read_previous_numbers(tmp_path, nodes, cat)
+    assert list(got) == ["isp-a1", "bb1", "isp-a0"] and len(got["bb1"][0]) == 7
+    assert same(got, general(tmp_path, nodes, cat))
+    # A catalog that lost some of the ids: those number -1.
+    fewer = make_catalog([100, 200, 300], xxh3=[None] * 3)
+    assert same(read_previous_numbers(tmp_path, nodes, fewer), general(tmp_path, nodes, fewer))
+
+
+@pytest.mark.parametrize("objects", [
+    '{"id":"obj00001","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null},\n'
+    '{"id":"obj00002","size":300,"source":"isp-a0","tier":null,"wave":0,"xxh3":null}\n',
+    '{"id":"obj00001","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null},\n'
+    '{"id":"obj00001","size":200,"source":"bb1","tier":"ssd","wave":1,"xxh3":null}\n',
+    '{"id":"obj\\u0030001","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null}\n',
+    '{"size":200,"id":"obj00003","source":"bb1","tier":"hdd","wave":1,"xxh3":null}\n',
+    '{"id":"obj00003","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null},\n'
+    '{"id":"gone","size":1,"source":"bb1","tier":"flash","wave":1,"xxh3":null}\n',
+])
+def test_read_previous_numbers_of_other_forms_is_the_json_readers(tmp_path, objects):
+    """Lines the fast reader does not take (a tier null, a repeated id, an escape, keys in
+    another order) go through the JSON reader: the same answer either way."""
+    cat, _, _ = two_plans()
+    _write(tmp_path, "isp-a0.json",
+           '{"appliance":"isp-a0","delete":[],"generated":1,"objects":[\n' + objects + "]}\n")
+    assert same(read_previous_numbers(tmp_path, ["isp-a0"], cat),
+                general(tmp_path, ["isp-a0"], cat))
+
+
+def test_read_previous_numbers_errors_are_the_json_readers(tmp_path):
+    cat, _, _ = two_plans()
+    _write(tmp_path, "a1.json", '{"appliance":"a1","delete":[],"generated":1,"objects":[\n'
+                                '{"id":5,"size":1,"source":"bb1","tier":"hdd","wave":1,'
+                                '"xxh3":null}\n]}\n')
+    with pytest.raises(InputError, match=r"a1\.json: objects\[0\]\.id: expected a string"):
+        read_previous_numbers(tmp_path, ["a1"], cat)
+    with pytest.raises(InputError, match="not a directory"):
+        read_previous_numbers(tmp_path / "missing", ["a1"], cat)
+    line = '{"id":"obj00001","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null}\n'
+    _write(tmp_path, "a1.json", '{"appliance":"a1","delete":[],"generated":1,"objects":[\n'
+                                + line + line.replace("00001", "00002") + "]}\n")
+    with pytest.raises(InputError, match=r"a1\.json: line 3 column 1: invalid JSON"):
+        read_previous_numbers(tmp_path, ["a1"], cat)  # no comma between the lines
