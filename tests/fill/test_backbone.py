@@ -80,14 +80,8 @@ def plan_of(site: str, catalog: Catalog, previous: dict[str, dict[str, str]],
     return SitePlan(site, holdings, tiers, added, deleted, 0.5, churn, prio)
 
 
-@pytest.fixture(autouse=True, params=["cython", "python"])
-def admission(request, monkeypatch):
-    """Every test on both admission loops: the compiled one and its numpy twin."""
-    if request.param == "python":
-        monkeypatch.setattr(backbone, "_cgreedy", None)
-    elif backbone._cgreedy is None:
-        pytest.skip("fill/_greedy.pyx is not built")
-    return request.param
+# Every test on the compiled loops and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("both_loops")
 
 
 def run(fleet, blocks=None) -> Schedule:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fill import manifest
 from fill.errors import InputError
 from fill.manifest import manifest_bytes, read_previous, read_previous_numbers, write_manifests
 from fill.model import TIERS, ApplianceSpec, Site, SitePlan
@@ -21,14 +20,8 @@ from .test_placement import fleets, make_catalog, make_fc, make_site
 NOW = 1_795_000_000
 
 
-@pytest.fixture(autouse=True, params=["cython", "python"])
-def writer(request, monkeypatch):
-    """Every test on both object-line writers: the compiled one and its numpy twin."""
-    if request.param == "python":
-        monkeypatch.setattr(manifest, "_cgreedy", None)
-    elif manifest._cgreedy is None:
-        pytest.skip("fill/_greedy.pyx is not built")
-    return request.param
+# Every test on the compiled loops and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("both_loops")
 
 
 class ScalarSchedule:

@@ -173,14 +173,8 @@ def plan_as_dict(plan: SitePlan):
     return out
 
 
-@pytest.fixture(autouse=True, params=["cython", "python"])
-def greedy(request, monkeypatch):
-    """Every test on both greedy passes: the compiled loop and its numpy twin."""
-    if request.param == "python":
-        monkeypatch.setattr(placement, "_cgreedy", None)
-    elif placement._cgreedy is None:
-        pytest.skip("fill/_greedy.pyx is not built")
-    return request.param
+# Every test on the compiled loops and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("both_loops")
 
 
 @pytest.fixture
