@@ -31,6 +31,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,7 @@ from .backbone import (
     held_numbers,
 )
 from .catalog import load_catalog
+from .errors import WorkerError
 from .forecast import Forecaster, ForecastParams
 from .logs import read_demand
 from .manifest import manifest_bytes, read_previous_numbers, write_manifest
@@ -206,9 +209,16 @@ def _spool(k: int) -> Path:
     return _SHARED["spool"] / f"{k}.pickle"
 
 
-def _pool(processes: int, n: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=min(processes, n),
-                               mp_context=multiprocessing.get_context("fork"))
+@contextmanager
+def _pool(processes: int, n: int) -> Iterator[ProcessPoolExecutor]:
+    """A forked pool of min(processes, n) workers; a worker's death is a WorkerError."""
+    try:
+        with ProcessPoolExecutor(max_workers=min(processes, n),
+                                 mp_context=multiprocessing.get_context("fork")) as ex:
+            yield ex
+    except BrokenProcessPool:
+        raise WorkerError("a worker process died (killed by a signal or out of memory: "
+                          "see the kernel log; --processes 1 needs less memory)") from None
 
 
 def _run_local(fx: _Fixed, model: Forecaster, previous: Path | None, out: Path,

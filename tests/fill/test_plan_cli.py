@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +243,37 @@ def test_workers_give_what_the_stages_give_one_after_the_other(tmp_path):
                    for o in json.loads(data)["objects"]}
         assert {"origin", "bb1", "bb2"} <= sources
         previous = tmp_path / f"got{night}"
+
+
+def test_bad_previous_manifest_in_a_worker_exits_1_and_leaves_no_spool(inputs, tmp_path):
+    """A site's previous manifest is read in a worker: its error still names the file and
+    field, exits 1, and the plan's working files are gone."""
+    assert plan_cli(inputs, tmp_path / "night1").returncode == 0
+    bad = tmp_path / "night1" / "s1a2.json"
+    bad.write_text('{"appliance": "s1a2", "objects": [{"id": "x", "tier": "ram"}]}')
+    out = tmp_path / "night2"
+    r = plan_cli(inputs, out, "--previous", str(tmp_path / "night1"))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"oca-fill: error: {bad}: objects[0].tier: unknown tier 'ram' "
+        "(expected one of ssd, flash, hdd)")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def _killed(k: int) -> None:
+    """A site's first step that the OOM killer, say, ends."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_is_one_line_and_exit_1(inputs, tmp_path, monkeypatch):
+    """A worker that dies ends the plan with a one-line error (exit 1: a WorkerError is
+    an OcaError), and the plan's working files are gone."""
+    from fill import plan
+    from fill.errors import WorkerError
+
+    monkeypatch.setattr(plan, "_local_first", _killed)
+    with pytest.raises(WorkerError, match="a worker process died"):
+        run_plan(PlanRequest(catalog=inputs["catalog"], logs=inputs["logs"],
+                             topology=inputs["topology"], now=NOW, out=tmp_path / "out",
+                             processes=2))
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
