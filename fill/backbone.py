@@ -555,11 +555,16 @@ class Fleet:
             from_peer = score[holder, np.arange(n)] > 0
         peer = (obj[from_peer], base + local[from_peer], base + holder[from_peer])
 
+        # Per object, the first appliance (topology order) among those not copying from
+        # a peer takes the first copy; rows come appliance by appliance, so no sort.
         rest = np.flatnonzero(~from_peer)
-        rest = rest[np.argsort(col[rest], kind="stable")]  # by object, then appliance
-        is_first = np.ones(len(rest), dtype=bool)
-        is_first[1:] = col[rest[1:]] != col[rest[:-1]]
-        firsts = rest[is_first]
+        first_local = np.full(len(uniq), len(app_names), dtype=np.int64)
+        np.minimum.at(first_local, col[rest], local[rest])
+        is_first = local[rest] == first_local[col[rest]]
+        first_row = np.zeros(len(uniq), dtype=np.int64)
+        first_row[col[rest[is_first]]] = rest[is_first]
+        has_first = first_local < len(app_names)
+        firsts = first_row[has_first]  # by object
         follow = rest[~is_first]
         f_obj = obj[firsts]
         f_dst = base + local[firsts]
@@ -572,7 +577,7 @@ class Fleet:
         order = np.argsort(key, kind="stable")
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
-        follow_first = rank[np.cumsum(is_first)[~is_first] - 1]
+        follow_first = rank[(np.cumsum(has_first) - 1)[col[follow]]]
         return SiteTransfers(
             s.name, peer,
             FirstCopies(f_obj[order].astype(np.int32), f_dst[order].astype(np.int32),
