@@ -220,6 +220,34 @@ def _widen(plan: SitePlan) -> SitePlan:
                    added={a: h.astype(np.int64) for a, h in plan.added.items()})
 
 
+def _backbone_one(i: int) -> tuple[SitePlan, np.ndarray | None]:
+    sites, forecasts, catalog, previous, params = _SHARED["backbone"]
+    name = sites[i].name
+    prev = read_previous_numbers(previous, [name], catalog) if previous else {}
+    plan = place_site(sites[i], catalog, forecasts[name],
+                      {name: prev[name][0]} if name in prev else {}, params,
+                      {n: num for n, (_, num) in prev.items()})
+    return plan, held_numbers({n: num for n, (_, num) in prev.items()}).get(name)
+
+
+def _place_backbone(sites: list[Site], forecasts: dict[str, SiteForecast], catalog: Catalog,
+                    previous: Path | None, params: PlacementParams, processes: int
+                    ) -> tuple[list[SitePlan], dict[str, np.ndarray]]:
+    """Each backbone node's plan (its previous manifest read and placed on the pool: a
+    node holds ~1M objects), and what it held before tonight."""
+    _SHARED["backbone"] = (sites, forecasts, catalog, previous, params)
+    try:
+        if processes <= 1 or len(sites) <= 1:
+            got = [_backbone_one(i) for i in range(len(sites))]
+        else:
+            with _pool(processes, len(sites)) as ex:
+                got = list(ex.map(_backbone_one, range(len(sites))))
+    finally:
+        _SHARED.pop("backbone", None)
+    held = {s.name: h for s, (_, h) in zip(sites, got, strict=True) if h is not None}
+    return [plan for plan, _ in got], held
+
+
 def _spool(k: int) -> Path:
     return _SHARED["spool"] / f"{k}.pickle"
 
@@ -339,17 +367,12 @@ def run_plan(req: PlanRequest) -> dict:
     del demand
 
     # 1. Backbone nodes: planned and filled here, before any site (sites copy from them).
+    processes = req.processes or os.cpu_count() or 1
     bb_sites = backbone_sites(topology)
-    bb_prev = read_previous_numbers(req.previous, [s.name for s in bb_sites], catalog) \
-        if req.previous else {}
     bb_fc = model.backbone() if bb_sites else {}
-    bb_plans = [place_site(s, catalog, bb_fc[s.name],
-                           {s.name: bb_prev[s.name][0]} if s.name in bb_prev else {},
-                           req.placement, {n: num for n, (_, num) in bb_prev.items()})
-                for s in bb_sites]
+    bb_plans, bb_held = _place_backbone(bb_sites, bb_fc, catalog, req.previous,
+                                        req.placement, processes)
     del bb_fc
-    bb_held = held_numbers({n: num for n, (_, num) in bb_prev.items()})
-    del bb_prev
     bb = fleet.fill_backbone(bb_plans)
     fx = _Fixed(catalog, fleet, bb, bb_held, req.placement, req.now)
     t_bb = time.monotonic()
@@ -365,7 +388,6 @@ def run_plan(req: PlanRequest) -> dict:
     try:
         firsts = next(steps)
         t_place = time.monotonic()
-        processes = req.processes or os.cpu_count() or 1
         taken = fleet.admit(firsts) if req.dask else _admit_local(fleet, firsts, processes)
         del firsts
         t_admit = time.monotonic()
