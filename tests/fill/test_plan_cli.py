@@ -125,11 +125,18 @@ def test_dask_cluster_gives_the_same_manifests(inputs, tmp_path):
     common = dict(catalog=inputs["catalog"], logs=inputs["logs"],
                   topology=inputs["topology"], now=NOW)
     run_plan(PlanRequest(out=tmp_path / "local", processes=2, **common))
+    # The next night on top of the first (previous manifests read by the client).
+    night2 = dict(common, now=NOW + 86400, previous=tmp_path / "local")
+    want2 = run_plan(PlanRequest(out=tmp_path / "local2", processes=2, **night2))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         run_plan(PlanRequest(out=tmp_path / "dask", dask=cluster.scheduler_address, **common))
+        got2 = run_plan(PlanRequest(out=tmp_path / "dask2", dask=cluster.scheduler_address,
+                                    **night2))
     local, dask = manifests(tmp_path / "local"), manifests(tmp_path / "dask")
     assert local and local == dask
+    assert manifests(tmp_path / "local2") == manifests(tmp_path / "dask2")
+    assert json.dumps(got2) == json.dumps(want2)
 
 
 def test_bad_inputs_exit_1_naming_the_file(inputs, tmp_path):
