@@ -4,20 +4,21 @@ The fleet is planned site by site, and no process ever holds the whole fleet's p
 (at 100 sites x 10 appliances that is ~90M held objects and as many transfers):
 
 1. parent: the logs are folded into demand, the Forecaster's fleet-wide part is built,
-   the backbone nodes are planned (their forecast sums their sites') and their fills
-   admitted on the origin's links (`backbone.Fleet.fill_backbone`);
+   the backbone nodes are planned (their forecast sums their sites'; each node placed on
+   a worker) and their fills admitted on the origin's links (`Fleet.fill_backbone`);
 2. per site (workers): the site's forecast, its previous manifests, its placement and
    the sorting out of its additions (`Fleet.site_transfers`); each worker keeps its site
    (a spool file, or a Dask future) and hands back only the site's first copies;
 3. parent: every site's first copies are admitted together (the links are shared,
-   `Fleet.admit`);
+   `Fleet.admit`; groups of sites that share no link each on a worker);
 4. per site (workers): sources and waves (`Fleet.resolve`), the site's manifests and its
    figures for the summary.
 
 Workers are a local process pool by default (forked, so the catalog and the forecaster
 are shared copy-on-write, not pickled), or a Dask distributed cluster with ``--dask
 ADDRESS``. Both give byte-identical manifests: every step is a pure function of its
-inputs, and the admission, the one step that sees all sites, runs in this process.
+inputs, and the admission, the one step that sees all sites, is decided here (by
+independent groups). Workers never use polars: its thread pool does not survive a fork.
 """
 
 from __future__ import annotations
@@ -366,7 +367,8 @@ def run_plan(req: PlanRequest) -> dict:
     model = Forecaster(demand, catalog, topology, req.now, fp)
     del demand
 
-    # 1. Backbone nodes: planned and filled here, before any site (sites copy from them).
+    # 1. Backbone nodes, before any site (sites copy from them): their forecasts here,
+    # their placement on the pool, their fills (the origin's links) here.
     processes = req.processes or os.cpu_count() or 1
     bb_sites = backbone_sites(topology)
     bb_fc = model.backbone() if bb_sites else {}
@@ -382,8 +384,7 @@ def run_plan(req: PlanRequest) -> dict:
     if req.dask:
         steps = _run_dask(req.dask, fx, model, req.previous, req.out)
     else:
-        steps = _run_local(fx, model, req.previous, req.out,
-                           req.processes or os.cpu_count() or 1, req.progress)
+        steps = _run_local(fx, model, req.previous, req.out, processes, req.progress)
     del model
     try:
         firsts = next(steps)
