@@ -574,7 +574,8 @@ class Fleet:
             via[_member(f_obj, bb.filled.get(s.upstream, _EMPTY))] = 2
             via[_member(f_obj, held.get(s.upstream, _EMPTY))] = 1
         # (key, obj, dst) order: the first copies come by object, one per object
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key, kind="stable") if _cgreedy is None else \
+            _cgreedy.argsort(np.ascontiguousarray(key, dtype=np.float64))
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
         follow_first = rank[(np.cumsum(has_first) - 1)[col[follow]]]

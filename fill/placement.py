@@ -426,6 +426,8 @@ class _Window:
 def _by_eff(idx: np.ndarray, eff: np.ndarray) -> np.ndarray:
     """idx (ascending) ordered by eff descending, ties by idx ascending."""
     key = -eff[idx]
+    if _cgreedy is not None:
+        return idx[_cgreedy.argsort(np.ascontiguousarray(key, dtype=np.float64))]
     o = np.argsort(key)  # introsort (SIMD): ~2x a stable sort; ties are fixed below
     k = key[o]
     same = k[1:] == k[:-1]
