@@ -17,7 +17,7 @@ by position; score = splitmix64(h(object) ^ h(appliance)), rendezvous.py):
 
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
@@ -393,3 +393,146 @@ def argsort(const double[::1] key):
     finally:
         free(k1); free(k2); free(i1); free(i2); free(count)
     return out
+
+
+cdef inline Py_ssize_t _lit(const unsigned char *b, Py_ssize_t at, Py_ssize_t end,
+                            const char *s, Py_ssize_t n) noexcept nogil:
+    """at + n when b[at:at + n] is the literal s, else -1."""
+    if at < 0 or at + n > end or memcmp(b + at, s, n) != 0:
+        return -1
+    return at + n
+
+
+cdef inline Py_ssize_t _digits(const unsigned char *b, Py_ssize_t at,
+                               Py_ssize_t end) noexcept nogil:
+    cdef Py_ssize_t start = at
+    while at < end and 48 <= b[at] <= 57:
+        at += 1
+    return at if at > start else -1
+
+
+cdef inline int _cmp_key(const unsigned char *key, Py_ssize_t width, const unsigned char *s,
+                         Py_ssize_t n) noexcept nogil:
+    """Order of a NUL-padded catalog key and the id s[:n], as numpy compares bytes."""
+    cdef Py_ssize_t klen = 0, m
+    cdef int c
+    while klen < width and key[klen] != 0:
+        klen += 1
+    m = klen if klen < n else n
+    c = memcmp(key, s, m)
+    if c != 0:
+        return c
+    return (klen > n) - (klen < n)
+
+
+def scan_manifest(const unsigned char[::1] body, const unsigned char[::1] keys,
+                  Py_ssize_t width):
+    """The object lines of a manifest as write_manifests writes them (the grammar of
+    manifest._OBJECT_LINE, a comma after every line but the last), ids ascending: (start,
+    end) of each id in *body* and its number among *keys* (the catalog's sorted ids,
+    *width* bytes each, NUL-padded; -1 when absent), or None for anything else."""
+    cdef Py_ssize_t end = body.shape[0], n_keys = keys.shape[0] // width if width else 0
+    cdef Py_ssize_t lines = 0, i, at, s, e, j = 0, lo, hi, step, mid
+    cdef const unsigned char *b = &body[0] if end else NULL
+    cdef const unsigned char *k = &keys[0] if n_keys else NULL
+    cdef const unsigned char *prev_id = NULL
+    cdef Py_ssize_t prev_n = 0, m
+    cdef int c
+    for i in range(end):
+        if b[i] == 10:
+            lines += 1
+    starts_a = np.empty(lines, dtype=np.int64)
+    ends_a = np.empty(lines, dtype=np.int64)
+    nums_a = np.empty(lines, dtype=np.int64)
+    cdef int64_t[::1] starts = starts_a, ends = ends_a, nums = nums_a
+    cdef bint ok = True
+    with nogil:
+        at = 0
+        for i in range(lines):
+            at = _lit(b, at, end, b'{"id":"', 7)
+            if at < 0:
+                ok = False
+                break
+            s = at
+            while at < end and b[at] != 34 and b[at] != 92 and b[at] >= 32:
+                at += 1
+            e = at
+            at = _lit(b, at, end, b'","size":', 9)
+            at = _digits(b, at, end) if at >= 0 else -1
+            at = _lit(b, at, end, b',"source":"', 11)
+            while at >= 0 and at < end and b[at] != 34 and b[at] >= 32:
+                if b[at] == 92:  # an escape: any byte but a newline after it
+                    if at + 1 >= end or b[at + 1] == 10:
+                        at = -1
+                        break
+                    at += 1
+                at += 1
+            at = _lit(b, at, end, b'","tier":"', 10)
+            if at >= 0:
+                if _lit(b, at, end, b'ssd', 3) >= 0:
+                    at += 3
+                elif _lit(b, at, end, b'hdd', 3) >= 0:
+                    at += 3
+                elif _lit(b, at, end, b'flash', 5) >= 0:
+                    at += 5
+                else:
+                    at = -1
+            at = _lit(b, at, end, b'","wave":', 9)
+            at = _digits(b, at, end) if at >= 0 else -1
+            at = _lit(b, at, end, b',"xxh3":', 8)
+            if at >= 0:
+                if _lit(b, at, end, b'null', 4) >= 0:
+                    at += 4
+                elif at + 34 <= end and b[at] == 34 and b[at + 33] == 34:
+                    for m in range(at + 1, at + 33):
+                        if not (48 <= b[m] <= 57 or 97 <= b[m] <= 102):
+                            at = -1
+                            break
+                    if at >= 0:
+                        at += 34
+                else:
+                    at = -1
+            at = _lit(b, at, end, b'}', 1)
+            if at >= 0 and i < lines - 1:
+                at = _lit(b, at, end, b',', 1)
+            at = _lit(b, at, end, b'\n', 1)
+            if at < 0:
+                ok = False
+                break
+            # ids strictly ascending (as bytes), as write_manifests orders them
+            if prev_id != NULL:
+                m = prev_n if prev_n < e - s else e - s
+                c = memcmp(prev_id, b + s, m)
+                if c > 0 or (c == 0 and prev_n >= e - s):
+                    ok = False
+                    break
+            prev_id = b + s
+            prev_n = e - s
+            starts[i] = s
+            ends[i] = e
+            # the first key >= the id, galloping on from the last one found
+            step = 1
+            lo = j
+            hi = j
+            while hi < n_keys and _cmp_key(k + hi * width, width, b + s, e - s) < 0:
+                lo = hi + 1
+                hi = hi + step
+                step *= 2
+            if hi > n_keys:
+                hi = n_keys
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if _cmp_key(k + mid * width, width, b + s, e - s) < 0:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            j = lo
+            if j < n_keys and _cmp_key(k + j * width, width, b + s, e - s) == 0:
+                nums[i] = j
+            else:
+                nums[i] = -1
+        if ok and at != end:
+            ok = False
+    if not ok:
+        return None
+    return starts_a, ends_a, nums_a

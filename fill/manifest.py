@@ -115,6 +115,17 @@ def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray
             and doc.get("appliance") == path.stem):
         return None
     body = rest[:-3]
+    keys = _sorted_ids(catalog)
+    if _cgreedy is not None and keys is not None and len(keys):
+        # Compiled: the grammar checked and the ids numbered in one pass (ids ascending,
+        # as write_manifests orders them); None: the paths below decide.
+        got = _cgreedy.scan_manifest(body, keys.view(np.uint8), keys.dtype.itemsize)
+        if got is not None:
+            try:
+                return ([body[a:b].decode() for a, b in zip(got[0].tolist(), got[1].tolist(),
+                                                             strict=True)], got[2])
+            except UnicodeDecodeError:
+                return None
     lines = body.count(b"\n")
     # Every line whole in the canonical form, a comma after each but the last; else the
     # JSON reader takes the file.
@@ -123,7 +134,6 @@ def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray
     found = _OBJECT_LINE.findall(b"\n" + body)
     if len(found) != lines:
         return None
-    keys = _sorted_ids(catalog)
     if keys is None or len(set(found)) != len(found):
         return None  # a catalog not in byte order, or a repeated id: the general path
     ids = [i.decode() for i in found]

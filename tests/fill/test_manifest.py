@@ -302,6 +302,18 @@ def test_read_previous_numbers_of_written_manifests(tmp_path):
     '{"size":200,"id":"obj00003","source":"bb1","tier":"hdd","wave":1,"xxh3":null}\n',
     '{"id":"obj00003","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null},\n'
     '{"id":"gone","size":1,"source":"bb1","tier":"flash","wave":1,"xxh3":null}\n',
+    # canonical, ids descending: the compiled scanner leaves it to the regex reader
+    '{"id":"obj00004","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null},\n'
+    '{"id":"obj00002","size":200,"source":"bb1","tier":"ssd","wave":1,"xxh3":null}\n',
+    # canonical: digests, an escaped source, a first id not in the catalog, the last one
+    # after every catalog id
+    '{"id":"a-gone","size":1,"source":"b\\"b","tier":"flash","wave":2,'
+    '"xxh3":"0123456789abcdef0123456789abcdef"},\n'
+    '{"id":"obj00001","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":null},\n'
+    '{"id":"obj00006","size":700,"source":"isp-a0","tier":"ssd","wave":0,"xxh3":null},\n'
+    '{"id":"zzz","size":1,"source":"bb1","tier":"hdd","wave":1,"xxh3":null}\n',
+    # a digest that is not 32 hex digits: the JSON reader takes it
+    '{"id":"obj00001","size":200,"source":"bb1","tier":"hdd","wave":1,"xxh3":"12"}\n',
 ])
 def test_read_previous_numbers_of_other_forms_is_the_json_readers(tmp_path, objects):
     """Lines the fast reader does not take (a tier null, a repeated id, an escape, keys in
