@@ -83,16 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_simulate(args) -> int:
-    from .simulate import format_text, simulate
-
-    result = simulate(args.trace, args.capacity, args.split, args.replan, args.catalog)
-    if args.json:
+def _write(result: dict, as_json: bool, format_text) -> int:
+    """A command's result on stdout: JSON (keys sorted) or its text table."""
+    if as_json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_text(result))
     return EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import format_text, simulate
+
+    result = simulate(args.trace, args.capacity, args.split, args.replan, args.catalog)
+    return _write(result, args.json, format_text)
 
 
 def cmd_plan(args) -> int:
@@ -115,13 +120,7 @@ def cmd_plan(args) -> int:
                       out=args.out, now=args.now if args.now is not None else time.time(),
                       previous=args.previous, forecast=fp, placement=pp, dask=args.dask,
                       processes=args.processes, progress=not args.quiet)
-    summary = run_plan(req)
-    if args.json:
-        json.dump(summary, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_text(summary))
-    return EXIT_OK
+    return _write(run_plan(req), args.json, format_text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,13 @@ class Catalog:
         return {oid: i for i, oid in enumerate(self.ids.tolist())}
 
 
+def window_seconds(fill_window: tuple[int, int]) -> int:
+    """Seconds in a fill window (start, end) after midnight UTC: end < start wraps past
+    midnight; start == end is the whole day."""
+    start, end = fill_window
+    return (end - start) % 86400 or 86400
+
+
 @dataclass(frozen=True)
 class ApplianceSpec:
     name: str
@@ -72,8 +79,7 @@ class BackboneSpec:
 
     @property
     def window_seconds(self) -> int:
-        start, end = self.fill_window
-        return (end - start) % 86400 or 86400
+        return window_seconds(self.fill_window)
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,7 @@ class Site:
 
     @property
     def window_seconds(self) -> int:
-        start, end = self.fill_window
-        return (end - start) % 86400 or 86400
+        return window_seconds(self.fill_window)
 
 
 @dataclass(frozen=True)

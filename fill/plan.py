@@ -84,8 +84,7 @@ def backbone_sites(topology: Topology) -> list[Site]:
     """Each backbone node as a one-appliance Site, so place_site plans it too."""
     sites = []
     for node in topology.backbone:
-        window = getattr(node, "fill_window", (0, 0))
-        sites.append(Site(node.name, None, window, (
+        sites.append(Site(node.name, None, node.fill_window, (
             ApplianceSpec(node.name, node.url, 1e9, dict(node.tiers)),)))
     return sites
 
