@@ -95,11 +95,12 @@ _OBJECT_LINE = re.compile(
 
 
 def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray] | None:
-    """A manifest in write_manifests' form: ids found by one regex pass over the bytes
-    and numbered by a binary search of the catalog's sorted ids, with no JSON object
-    per entry (no polars either: this runs in forked workers, where its thread pool is
-    gone). None when the file is in any other form (or might be: a line without a tier,
-    an id with escapes, a repeated id), for the JSON reader."""
+    """A manifest in write_manifests' form, with no JSON object per entry (and no
+    polars: this runs in forked workers, where its thread pool is gone): the compiled
+    scanner checks each line and numbers its id by galloping through the catalog's sorted
+    ids; without it (or with ids out of order), one regex pass and a binary search do.
+    None when the file is in any other form (or might be: a line without a tier, an id
+    with escapes, a repeated id, bytes that are not UTF-8), for the JSON reader."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -121,11 +122,9 @@ def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray
         # as write_manifests orders them); None: the paths below decide.
         got = _cgreedy.scan_manifest(body, keys.view(np.uint8), keys.dtype.itemsize)
         if got is not None:
-            try:
-                return ([body[a:b].decode() for a, b in zip(got[0].tolist(), got[1].tolist(),
-                                                             strict=True)], got[2])
-            except UnicodeDecodeError:
-                return None
+            ids = _decoded([body[a:b] for a, b in zip(got[0].tolist(), got[1].tolist(),
+                                                      strict=True)])
+            return None if ids is None else (ids, got[2])
     lines = body.count(b"\n")
     # Every line whole in the canonical form, a comma after each but the last; else the
     # JSON reader takes the file.
@@ -134,14 +133,21 @@ def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray
     found = _OBJECT_LINE.findall(b"\n" + body)
     if len(found) != lines:
         return None
-    if keys is None or len(set(found)) != len(found):
-        return None  # a catalog not in byte order, or a repeated id: the general path
-    ids = [i.decode() for i in found]
+    ids = _decoded(found)
+    if ids is None or keys is None or len(set(found)) != len(found):
+        return None  # not UTF-8, a catalog not in byte order, a repeated id: the JSON path
     if not found or not len(keys):
         return ids, np.full(len(found), -1, dtype=np.int64)
     want = np.array(found)  # its own width: a longer id is not cut to a catalog one's
     at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
     return ids, np.where(keys[at] == want, at, -1).astype(np.int64)
+
+
+def _decoded(ids: list[bytes]) -> list[str] | None:
+    try:
+        return [i.decode() for i in ids]
+    except UnicodeDecodeError:
+        return None  # the JSON reader names the file
 
 
 def _sorted_ids(catalog: Catalog) -> np.ndarray | None:

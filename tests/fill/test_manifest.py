@@ -339,3 +339,8 @@ def test_read_previous_numbers_errors_are_the_json_readers(tmp_path):
                                 + line + line.replace("00001", "00002") + "]}\n")
     with pytest.raises(InputError, match=r"a1\.json: line 3 column 1: invalid JSON"):
         read_previous_numbers(tmp_path, ["a1"], cat)  # no comma between the lines
+    (tmp_path / "a1.json").write_bytes(  # canonical but for an id that is not UTF-8
+        b'{"appliance":"a1","delete":[],"generated":1,"objects":[\n'
+        + line.replace("obj00001", "obj0000\xff").encode("latin-1") + b"]}\n")
+    with pytest.raises(InputError, match=r"a1\.json: not a manifest"):
+        read_previous_numbers(tmp_path, ["a1"], cat)
