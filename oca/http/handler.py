@@ -22,7 +22,7 @@ import _fastpath
 from ..ids import MAX_ID_LEN
 from . import conditional, ranges
 from .head import REASONS, current_date, format_head
-from .objects import DiskFailed, ObjectTable, OpenObject
+from .objects import DiskFailed, OpenObject
 
 _ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_LEN - 1}}}\Z")
 _PATH_RANGE = re.compile(r"/range/([0-9]{1,18})-([0-9]{1,18})\Z")
@@ -87,7 +87,7 @@ class Handler:
     """The request header fields acted on, by lower-case name: the connection keeps only
     these (``conn.headers``); a request with none of them may take the plain-GET path."""
 
-    def __init__(self, objects: ObjectTable, config, metrics, access_log, tokens=None,
+    def __init__(self, objects, config, metrics, access_log, tokens=None,
                  fastpath_name: str = _fastpath.IMPLEMENTATION):
         self.objects = objects
         self.metrics = metrics

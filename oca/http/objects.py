@@ -1,10 +1,5 @@
-"""The worker's view of the store: id -> open file, without SQLite per request.
-
-A worker loads the whole serving map once (storage.lookup), then follows the
-index's change feed once a second, so that `oca put/rm/mv/verify` from another
-process are seen within a second. Files are opened on first use and kept open
-in an LRU of ``[server] open_file_cache`` entries (nginx's open_file_cache idea):
-a hit costs a dict lookup, not an open(2).
+"""An object opened for serving: its fd and the response head and access-log pieces
+rendered once, not per request. The worker's table of them is oca/serve/objects.py.
 
 An OpenObject closes its fd when the last reference goes, not when the table
 drops it: a response in flight keeps reading the file it started with, so a
@@ -15,21 +10,11 @@ a removed one finishes the responses already under way.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import time
-from collections import OrderedDict
 
-from ..storage import Store
-from ..storage.disk import FAILED, error_state
-from ..storage.lookup import ObjectLocation, build_serving_map, location
+from ..storage.lookup import ObjectLocation
 from .accesslog import json_str, object_prefix, plain_get_fragments
 from .head import http_date
-
-log = logging.getLogger("oca.serve")
-
-CHANGES_PER_REFRESH = 10_000
-"""More changes than this in one second (a bulk fill): reload the whole map."""
 
 
 class DiskFailed(Exception):
@@ -74,111 +59,3 @@ class OpenObject:
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
-
-
-class ObjectTable:
-    """id -> OpenObject for one worker."""
-
-    def __init__(self, store: Store, cache_size: int):
-        self.store = store
-        self.cache_size = cache_size
-        self.open: OrderedDict[str, OpenObject] = OrderedDict()
-        self.urls: dict[bytes, OpenObject] = {}  # b"/o/<id>" -> the same open objects
-        self.servable: set[str] = set()
-        self.disk_states: dict[str, str] = {}
-        t0 = time.monotonic()
-        self.seq, self.map = build_serving_map(store.index)
-        log.info("serving map: %d objects in %.2f s", len(self.map), time.monotonic() - t0)
-        self.refresh_disks()
-
-    def get(self, object_id: str) -> OpenObject | None:
-        """The open object, None when unknown; DiskFailed when its disk is failed."""
-        obj = self.open.get(object_id)
-        if obj is not None:
-            if obj.disk not in self.servable:
-                raise DiskFailed(obj.disk)
-            self.open.move_to_end(object_id)
-            return obj
-        loc = self.map.get(object_id)
-        if loc is None:
-            return None
-        if loc.disk not in self.servable:
-            raise DiskFailed(loc.disk)
-        try:
-            fd = os.open(loc.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None  # removed a moment ago; the change feed will say so
-        except OSError as e:
-            if error_state(e) == FAILED:
-                self.fail_disk(loc.disk, f"{e.strerror} opening {loc.path}")
-                raise DiskFailed(loc.disk) from None
-            return None
-        obj = OpenObject(object_id, fd, loc)
-        self.open[object_id] = obj
-        self.urls[obj.url] = obj
-        if len(self.open) > self.cache_size:
-            self._forget(self.open.popitem(last=False)[1])
-        return obj
-
-    def by_url(self, url: bytes) -> OpenObject | None:
-        """The open object for the request target ``/o/<id>`` (exact bytes), when it is
-        in the cache: the hot path, with no parsing and no id check (done on open)."""
-        obj = self.urls.get(url)
-        if obj is not None:
-            self.open.move_to_end(obj.id)
-        return obj
-
-    def _forget(self, obj: OpenObject | None) -> None:
-        if obj is not None and self.urls.get(obj.url) is obj:
-            del self.urls[obj.url]
-
-    def fail_disk(self, disk: str, reason: str) -> None:
-        """An I/O error while serving: record the failure (sticky, in the index)."""
-        if disk not in self.servable:
-            return
-        self.servable.discard(disk)
-        d = self.store.disks.get(disk)
-        if d is not None:
-            log.error("disk %s failed: %s", disk, reason)
-            self.store.mark_failed(d, reason)
-        self._drop_disk(disk)
-
-    def _drop_disk(self, disk: str) -> None:
-        for oid in [oid for oid, obj in self.open.items() if obj.disk == disk]:
-            self._forget(self.open.pop(oid))
-
-    def refresh_disks(self) -> None:
-        self.store.reload_disks()
-        states = {path: self.store.probe(d).state for path, d in self.store.disks.items()}
-        # Objects on a disk no longer in the config are not served either: not in the set.
-        servable = {p for p, s in states.items() if s != FAILED}
-        for disk in self.servable - servable:
-            self._drop_disk(disk)
-        self.servable = servable
-        self.disk_states = states
-
-    def refresh(self) -> None:
-        """Once a second: disk health and the index's change feed."""
-        self.refresh_disks()
-        ids, seq, complete = self.store.index.changes_since(self.seq, CHANGES_PER_REFRESH)
-        if not complete:
-            t0 = time.monotonic()
-            self.seq, self.map = build_serving_map(self.store.index)
-            self.open.clear()
-            self.urls.clear()
-            log.info("serving map reloaded: %d objects in %.2f s", len(self.map),
-                     time.monotonic() - t0)
-            return
-        for oid in set(ids):
-            loc = location(self.store.index, oid)
-            if loc is None:
-                self.map.pop(oid, None)
-            else:
-                self.map[oid] = loc
-            self._forget(self.open.pop(oid, None))
-        self.seq = seq
-
-    @property
-    def healthy(self) -> bool:
-        """At least one disk is servable."""
-        return bool(self.servable)

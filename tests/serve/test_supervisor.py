@@ -8,8 +8,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from oca.http import supervisor
-from oca.http.supervisor import Control, Supervisor
+from oca.serve import supervisor
+from oca.serve.supervisor import Control, Supervisor
 
 
 def test_control_generations_and_confirmations():

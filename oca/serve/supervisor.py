@@ -33,12 +33,12 @@ import _fastpath
 from .. import __version__
 from ..config import Config
 from ..errors import OcaError
+from ..http.accesslog import AccessLog
+from ..http.auth import load_key
+from ..http.metrics import MetricsArea
 from ..storage import Store
 from ..storage.recovery import recover
 from ..units import parse_duration
-from .accesslog import AccessLog
-from .auth import load_key
-from .metrics import MetricsArea
 from .worker import Worker, listen_socket
 
 log = logging.getLogger("oca.serve")

@@ -29,8 +29,8 @@ import time
 
 from _fastpath import Connection
 
-from .accesslog import json_str
-from .handler import Handler
+from ..http.accesslog import json_str
+from ..http.handler import Handler
 
 log = logging.getLogger("oca.serve")
 

@@ -17,12 +17,12 @@ import time
 import _fastpath
 
 from ..config import Config
+from ..http.accesslog import AccessLog
+from ..http.auth import TokenChecker, load_key
+from ..http.handler import Handler
 from ..storage import Store
-from .accesslog import AccessLog
-from .auth import TokenChecker, load_key
-from .handler import Handler
+from .connections import WorkerServer
 from .objects import ObjectTable
-from .protocol import WorkerServer
 
 log = logging.getLogger("oca.serve")
 
