@@ -16,8 +16,11 @@ value other than ``0`` selects the twins. ``IMPLEMENTATION`` says which ones are
 import os
 
 NO_EXTENSIONS_ENV = "OCA_NO_EXTENSIONS"
+EXTENSIONS = os.environ.get(NO_EXTENSIONS_ENV, "") in ("", "0")
+"""Whether compiled modules may be used: the project's one reading of the switch
+(fill's compiled loops are chosen by it too)."""
 
-if os.environ.get(NO_EXTENSIONS_ENV, "") not in ("", "0"):
+if not EXTENSIONS:
     from ._pyconnection import Connection
     from ._pysendfile import IMPLEMENTATION, send_file, send_response
 else:
@@ -28,4 +31,4 @@ else:
         from ._pyconnection import Connection
         from ._pysendfile import IMPLEMENTATION, send_file, send_response
 
-__all__ = ["IMPLEMENTATION", "NO_EXTENSIONS_ENV", "Connection", "send_file", "send_response"]
+__all__ = ["EXTENSIONS", "IMPLEMENTATION", "NO_EXTENSIONS_ENV", "Connection", "send_file", "send_response"]
