@@ -87,6 +87,9 @@ class StoreConfig:
 
     index: Path
     disks: tuple[DiskConfig, ...]
+    # A disk probe (or an open while serving) that does not return in this time marks the
+    # disk failed, "hung": a dying HDD retries a sector for ~30 s, a stuck mount forever.
+    disk_probe_timeout: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,15 @@ def _store(file: Path, raw: Any) -> StoreConfig:
     base = file.parent
     index = _resolve(base, s.get("index", str, required=True))
     raw_disks = s.get("disk", list, required=True)
+    probe_timeout = 2.0
+    raw_timeout = s.get("disk_probe_timeout", (str, int, float))
+    if raw_timeout is not None:
+        try:
+            probe_timeout = parse_duration(raw_timeout)
+        except ValueError as e:
+            s.fail(str(e), "disk_probe_timeout")
+        if not 0.01 <= probe_timeout <= 600:
+            s.fail(f"must be between 10ms and 600s, not {raw_timeout!r}", "disk_probe_timeout")
     s.finish()
     if not raw_disks:
         s.fail("at least one [[store.disk]] is needed", "disk")
@@ -266,7 +278,7 @@ def _store(file: Path, raw: Any) -> StoreConfig:
     for d_cfg in disks:
         if idx.startswith(str(d_cfg.path) + os.sep):
             s.fail(f"index {idx} must not live on a data disk ({d_cfg.path})", "index")
-    return StoreConfig(index=Path(idx), disks=tuple(disks))
+    return StoreConfig(index=Path(idx), disks=tuple(disks), disk_probe_timeout=probe_timeout)
 
 
 def load_config(path: str | os.PathLike) -> Config:

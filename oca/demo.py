@@ -131,7 +131,7 @@ def run_demo(folder: str, total_mb: int = 300, serve: bool = True, port: int = 8
     out.flush()
     if not serve:
         return 0
-    from .serve.supervisor import serve as run_server
+    from .serve.daemon import serve as run_server
 
     out.write("\nStarting oca serve (Ctrl-C stops it)...\n\n")
     out.flush()

@@ -243,7 +243,7 @@ def cmd_disk_replace(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..serve.supervisor import serve
+    from ..serve.daemon import serve
 
     return serve(_config(args))
 

@@ -27,7 +27,7 @@ class OpenObject:
     __slots__ = ("id", "fd", "size", "etag", "tier", "content_type", "mtime", "disk",
                  "last_modified", "headers", "url", "log_get", "log_head", "log_tier",
                  "log_plain",
-                 "head_from", "head_until", "head200", "hot")
+                 "head_from", "head_until", "head200", "hot", "hits", "body_bytes")
 
     def __init__(self, object_id: str, fd: int, loc: ObjectLocation):
         self.id = object_id
@@ -55,6 +55,10 @@ class OpenObject:
         # The compiled connection loop's C copy of the fields a plain GET reads
         # (_fastpath's HotObject), made on the first one.
         self.hot = None
+        # Responses and body bytes served from this object since the object table last
+        # took them (oca/serve/objects.py reports them to the store watcher).
+        self.hits = 0
+        self.body_bytes = 0
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError):

@@ -1,8 +1,9 @@
-"""One worker process of ``oca serve``: its own SO_REUSEPORT listening socket, event
-loop (uvloop when installed), SQLite connection, object table and access log.
+"""One serving worker of ``oca serve``: its own SO_REUSEPORT listening socket, event
+loop (uvloop when installed), object table (fed by the store watcher: no SQLite, no disk
+probe here) and access log. Its event loop only serves.
 
-Once a second (never per request): close timed-out connections, follow the
-index's change feed, flush the access log, publish metrics, apply drain state.
+Once a second (never per request): close timed-out connections, flush the access log,
+publish metrics, apply the drain state, report per-object counters to the watcher.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from ..config import Config
 from ..http.accesslog import AccessLog
 from ..http.auth import TokenChecker, load_key
 from ..http.handler import Handler
-from ..storage import Store
 from .connections import WorkerServer
 from .objects import ObjectTable
 
@@ -60,11 +60,15 @@ def listen_socket(host: str, port: int, reuseport: bool = True) -> socket.socket
 class Worker:
     """Set up in the child after fork; ``run()`` returns the exit code."""
 
-    def __init__(self, config: Config, index: int, metrics, control):
+    def __init__(self, config: Config, index: int, metrics, control, feed_path: str,
+                 feed_sock=None):
         self.config = config
         self.index = index
         self.metrics = metrics
-        self.control = control  # supervisor.Control: the drain state and its confirmation
+        self.control = control  # control.Control: the drain state and its confirmation
+        self.feed_path = feed_path  # the store watcher's socket
+        if feed_sock is not None:
+            feed_sock.close()  # the watcher's listening socket: not ours
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: WorkerServer | None = None
         self.stopping = False
@@ -74,8 +78,9 @@ class Worker:
         cfg = self.config
         loop = self.loop = new_loop()
         asyncio.set_event_loop(loop)
-        store = Store(cfg)
-        objects = ObjectTable(store, cfg.server.open_file_cache)
+        objects = ObjectTable(cfg.server.open_file_cache, cfg.store.disk_probe_timeout,
+                              self.feed_path, self.index)
+        objects.load()
         access_log = AccessLog(cfg.server.access_log, cfg.server.name)
         tokens = TokenChecker(load_key(cfg.auth.key_file)) if cfg.auth.key_file else None
         self.handler = Handler(objects, cfg, self.metrics, access_log, tokens)
@@ -89,6 +94,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, access_log.reopen)
         loop.add_signal_handler(signal.SIGUSR1, self.apply_control)
         self.apply_control()
+        objects.attach(loop)
         self.server.start()
         loop.call_later(TICK, self.tick)
         log.info("worker %d (pid %d) serving on %s:%d, fastpath %s, %s loop", self.index,
@@ -98,18 +104,14 @@ class Worker:
         finally:
             access_log.close()
             self.metrics.publish()
-            store.close()
+            objects.close()
         return self.exit_code
 
     def tick(self) -> None:
         server = self.server
         server.sweep()
         self.apply_control(quiet=True)
-        if not self.stopping:
-            try:
-                self.objects.refresh()
-            except Exception:  # keep serving what we have; say why
-                log.exception("refreshing the object table")
+        self.objects.tick()
         self.access_log.flush()
         self.metrics.publish()
         if self.stopping and (not server.connections or time.monotonic() >= self.stop_deadline):

@@ -1,9 +1,9 @@
 """The serving map: id -> where its bytes are, in memory.
 
-The serving path never queries SQLite per request (DESIGN.md): a worker builds
-this map from the index once, then follows the index's change feed
-(index.changes_since). Objects on disks that are not servable (failed, missing)
-can be left out, so they answer 404 without touching the disk.
+The serving path never queries SQLite (DESIGN.md): the store watcher of ``oca serve``
+reads this map from the index (``Store.serving_map``) and the locations of what changed
+(``Store.locations``), and sends them to the workers. The SQL is the index's
+(``Index.location_rows``); this module makes the rows into locations.
 """
 
 from __future__ import annotations
@@ -28,18 +28,14 @@ class ObjectLocation(NamedTuple):
     mtime: int  # whole seconds: HTTP dates have no finer resolution
 
 
-_COLUMNS = "id, size, xxh3, disk, tier, content_type, mtime"
-
-
-def location(index: Index, object_id: str) -> ObjectLocation | None:
-    """The location of one object, or None when it is not indexed."""
-    row = index.db.execute(f"SELECT {_COLUMNS} FROM objects WHERE id = ?",
-                           (object_id,)).fetchone()
-    if row is None:
-        return None
-    oid, size, digest, disk, tier, ctype, mtime = row
-    return ObjectLocation(layout.object_path(disk, oid, digest), size, digest, tier, ctype,
-                          disk, int(mtime))
+def locations(index: Index, ids) -> dict[str, ObjectLocation | None]:
+    """The location of every id in *ids* (None: not indexed), read in one transaction."""
+    out: dict[str, ObjectLocation | None] = dict.fromkeys(ids)
+    with index.read():
+        for oid, size, digest, disk, tier, ctype, mtime in index.location_rows(out):
+            out[oid] = ObjectLocation(layout.object_path(disk, oid, digest), size, digest,
+                                      tier, ctype, disk, int(mtime))
+    return out
 
 
 def build_serving_map(
@@ -57,8 +53,7 @@ def build_serving_map(
     try:
         with index.read():
             seq = index.change_seq()
-            for oid, size, digest, disk, tier, ctype, mtime in index.db.execute(
-                    f"SELECT {_COLUMNS} FROM objects"):  # streamed, not fetched whole
+            for oid, size, digest, disk, tier, ctype, mtime in index.location_rows():
                 prefix = prefixes.get(disk)
                 if prefix is None:
                     if servable_disks is not None and disk not in servable_disks:

@@ -22,7 +22,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .. import mediatypes
 from ..config import TIERS, Config
@@ -50,6 +50,8 @@ from .disk import (
     write_marker,
 )
 from .index import Index, ObjectRecord
+from .lookup import ObjectLocation, build_serving_map, locations
+from .probe import DiskFacts, probe_disks
 
 COPY_CHUNK = 1 << 20
 """Bytes per read/write while copying: large enough that syscalls cost little
@@ -235,27 +237,40 @@ class Store:
     # -- health -------------------------------------------------------------
 
     def probe(self, disk: Disk) -> DiskHealth:
-        """``disk.probe()``; an I/O error the probe meets is made sticky, as one met while
-        reading or writing is (disk.py): a flaky disk must not drift back into service.
-        Not inside an index transaction (it may write the failure)."""
-        h = disk.probe()
-        if h.io_error:
-            self.mark_failed(disk, h.reason or "I/O error")
-        return h
+        """``disk.probe()`` in a child process, waited for at most ``[store]
+        disk_probe_timeout`` (probe.py: a disk that does not answer is failed, ``hung``);
+        an I/O error the probe meets is made sticky, as one met while reading or writing
+        is (disk.py): a flaky disk must not drift back into service. Not inside an index
+        transaction (it may write the failure)."""
+        return self.probe_all([disk])[disk.path]
+
+    def probe_all(self, disks: list[Disk] | None = None) -> dict[str, DiskHealth]:
+        """:meth:`probe` of every disk (or of *disks*), in parallel."""
+        return {p: f.health for p, f in self._facts(disks).items()}
+
+    def _facts(self, disks: list[Disk] | None = None, io: bool = False) -> dict[str, DiskFacts]:
+        disks = list(self.disks.values()) if disks is None else disks
+        facts = probe_disks(disks, self.config.store.disk_probe_timeout, io)
+        for disk in disks:
+            h = facts[disk.path].health
+            if h.io_error:
+                self.mark_failed(disk, h.reason or "I/O error")
+        return facts
 
     def health(self, disk: Disk, usage: dict | None = None, reserved: dict | None = None,
-               probed: DiskHealth | None = None) -> DiskHealth:
+               facts: DiskFacts | None = None) -> DiskHealth:
         """The disk's health including ``full`` from accounting and filesystem space."""
-        h = self.probe(disk) if probed is None else probed
+        facts = self._facts([disk])[disk.path] if facts is None else facts
+        h = facts.health
         if h.state != OK:
             return h
         usage = self.index.usage_by_disk() if usage is None else usage
         reserved = self.index.reserved_by_disk() if reserved is None else reserved
         used = usage.get(disk.path, (0, 0))[1] + reserved.get(disk.path, 0)
-        cap = disk.capacity()
+        cap = disk.configured_capacity or facts.fs_size
         if used >= cap:
             return DiskHealth(FULL, f"capacity {format_size(cap)} used up")
-        if disk.fs_space()[1] <= MIN_FREE:
+        if facts.fs_free <= MIN_FREE:
             return DiskHealth(FULL, "filesystem full")
         return h
 
@@ -442,7 +457,7 @@ class Store:
                  skip: dict[str, str], fault: str) -> tuple[Disk, str]:
         """Choose a disk of *tier* with room for *size* bytes and reserve the room."""
         token = uuid.uuid4().hex
-        probed = {d.path: self.probe(d) for d in self.disks.values() if d.tier == tier}
+        probed = self._facts([d for d in self.disks.values() if d.tier == tier])
         with self.index.write() as db:
             stale = [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM reservations")
                      if not _pid_alive(pid)]
@@ -615,6 +630,33 @@ class Store:
             raise StoreError(f"object {object_id!r} was changed by another process meanwhile; "
                              "try again")
 
+    # -- the serving side (oca serve's store watcher) ------------------------
+
+    def serving_map(self) -> tuple[int, dict[str, ObjectLocation]]:
+        """(change-feed position, id -> location of every object), one read."""
+        return build_serving_map(self.index)
+
+    def change_seq(self) -> int:
+        """The newest change-feed position."""
+        return self.index.change_seq()
+
+    def changes_since(self, seq: int, limit: int) -> tuple[list[str], int, bool]:
+        """Index.changes_since: the ids changed after *seq* (at most *limit*)."""
+        return self.index.changes_since(seq, limit)
+
+    def locations(self, ids: Iterable[str]) -> dict[str, ObjectLocation | None]:
+        """The location of every id in *ids* (None: not indexed), in one read."""
+        return locations(self.index, ids)
+
+    def add_hits(self, counts: Iterable[tuple[str, int, int, float]]) -> None:
+        """Add (id, hits, body bytes, last-hit epoch) to the objects' counters, in one
+        transaction; ids no longer indexed are passed over."""
+        self.index.add_hits(counts)
+
+    def prune_changes(self, keep: int = 100_000) -> int:
+        """Drop all but the newest *keep* changes of the feed."""
+        return self.index.prune_changes(keep)
+
     # -- status -------------------------------------------------------------
 
     def status(self, io: bool = True) -> dict:
@@ -625,16 +667,19 @@ class Store:
         disks = []
         tiers = {t: {"capacity": 0, "used": 0, "objects": 0, "disks": 0, "healthy": 0}
                  for t in TIERS}
+        facts = self._facts(io=io)
         for disk in self.disks.values():
-            h = self.health(disk, usage, reserved)
+            f = facts[disk.path]
+            h = self.health(disk, usage, reserved, f)
             n, used = usage.get(disk.path, (0, 0))
-            fs_size, fs_free = disk.fs_space() if h.state != FAILED else (0, 0)
-            cap = disk.capacity() if h.state != FAILED or disk.configured_capacity else 0
+            fs_size, fs_free = (f.fs_size, f.fs_free) if h.state != FAILED else (0, 0)
+            cap = (disk.configured_capacity or fs_size) if h.state != FAILED or \
+                disk.configured_capacity else 0
             disks.append({
                 "path": disk.path, "tier": disk.tier, "state": h.state, "reason": h.reason,
                 "capacity": cap, "used": used, "reserved": reserved.get(disk.path, 0),
                 "objects": n, "fs_size": fs_size, "fs_free": fs_free,
-                "io": disk.io_counters() if io and h.state != FAILED else None,
+                "io": f.io if io and h.state != FAILED else None,
             })
             t = tiers[disk.tier]
             t["capacity"] += cap

@@ -7,7 +7,7 @@ import os
 from oca.digest import digest_bytes
 from oca.storage import layout
 from oca.storage.index import Index
-from oca.storage.lookup import ObjectLocation, build_serving_map, location
+from oca.storage.lookup import ObjectLocation, build_serving_map, locations
 from tests.conftest import make_file
 
 
@@ -35,8 +35,8 @@ def test_map_holds_exact_locations(store, appliance, tmp_path):
                             "video/webm", hdd0, mtimes["c"]),
     }
     for object_id, loc in serving.items():
-        assert location(store.index, object_id) == loc
-    assert location(store.index, "nope") is None
+        assert locations(store.index, [object_id]) == {object_id: loc}
+    assert locations(store.index, ["nope"]) == {"nope": None}
     for object_id, loc in serving.items():
         with open(loc.path, "rb") as f:
             assert f.read() == data[object_id]

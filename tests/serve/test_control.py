@@ -1,5 +1,5 @@
-"""The supervisor's drain state in shared memory (``Control``) and how POST /drain and
-/undrain wait for the workers to confirm it (``Supervisor.confirmed``), without a server."""
+"""The drain state in shared memory (``Control``) and how POST /drain and /undrain wait
+for the workers to confirm it (``Drain.confirmed``), without a server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from oca.serve import supervisor
-from oca.serve.supervisor import Control, Supervisor
+from oca.serve import control as control_module
+from oca.serve.control import Control, Drain
 
 
 def test_control_generations_and_confirmations():
@@ -41,7 +41,7 @@ def test_control_read_refuses_a_torn_state(monkeypatch):
     control = Control(1)
     control.write(True, 10.0)
     sleeps = []
-    monkeypatch.setattr(supervisor.time, "sleep", sleeps.append)
+    monkeypatch.setattr(control_module.time, "sleep", sleeps.append)
     seq = Control._WORD.unpack_from(control.mem, 0)[0]
     Control._WORD.pack_into(control.mem, 0, seq + 1)  # a write in progress, never finished
     assert control.read() is None
@@ -53,10 +53,37 @@ def test_control_read_refuses_a_torn_state(monkeypatch):
     assert control.read() == (seq // 2, True, 10.0)
 
 
-def _supervisor(workers: dict[int, int]) -> Supervisor:
-    sup = Supervisor(SimpleNamespace(server=SimpleNamespace(worker_count=len(workers))))
-    sup.workers = dict(workers)
-    return sup
+class _Books:
+    """What Drain reads of the supervisor: the live workers (pid -> slot)."""
+
+    def __init__(self, workers: dict[int, int]):
+        self.workers = dict(workers)
+        self.stopping = False
+        self.signalled: list[int] = []
+
+    def pids(self, role: str) -> dict[int, int]:
+        assert role == "worker"
+        return dict(self.workers)
+
+    def signal(self, role: str, sig: int) -> None:
+        self.signalled.append(sig)
+
+
+def _supervisor(workers: dict[int, int]) -> SimpleNamespace:
+    books = _Books(workers)
+    drain = Drain(Control(max(workers.values()) + 1), books)
+    return SimpleNamespace(control=drain.control, confirmed=drain.confirmed,
+                           workers=books.workers, drain=drain, books=books)
+
+
+def test_drain_publishes_and_signals_the_workers():
+    import signal
+    sup = _supervisor({101: 0})
+    generation = sup.drain.drain(30)
+    assert sup.drain.draining and sup.books.signalled == [signal.SIGUSR1]
+    assert sup.control.read()[:2] == (generation, True)
+    assert sup.drain.undrain() == generation + 1
+    assert not sup.drain.draining and sup.control.read()[1] is False
 
 
 def test_confirmed_waits_for_every_worker():

@@ -1,0 +1,124 @@
+"""The admin listener of ``oca serve`` (``[server] admin_listen``, loopback by default):
+``GET /metrics`` (Prometheus text), ``GET /status`` and ``GET /health`` (JSON), ``POST
+/drain?deadline=60s`` and ``POST /undrain`` (answered once every worker applied the
+change; 504 naming the workers that did not within CONFIRM_TIMEOUT). It runs on the
+supervisor's event loop; requests are tiny and closed after one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+import httptools
+
+from ..http.metrics import MetricsArea
+from ..units import parse_duration
+from .control import CONFIRM_TIMEOUT, Drain
+
+log = logging.getLogger("oca.serve")
+
+JSON = "application/json"
+
+
+class AdminListener:
+    """Answers the admin requests from the daemon's *status* (a callable returning the
+    status dict), its *metrics* and its *drain* state."""
+
+    def __init__(self, status: Callable[[], dict], metrics: MetricsArea, drain: Drain,
+                 workers: Callable[[], dict[int, int]]):
+        self.status = status
+        self.metrics = metrics
+        self.drain = drain
+        self.workers = workers
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError):
+            writer.close()
+            return
+        req = _AdminRequest()
+        parser = httptools.HttpRequestParser(req)
+        try:
+            parser.feed_data(head)
+            req.method = parser.get_method().decode("latin-1")
+        except httptools.HttpParserError:
+            req.url = None
+        status, ctype, body = await self.respond(req.method, req.url)
+        writer.write(
+            f"HTTP/1.1 {status}\r\nServer: oca\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n".encode() + body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    async def respond(self, method: str, url: str | None) -> tuple[str, str, bytes]:
+        if url is None:
+            return "400 Bad Request", "text/plain", b"bad request\n"
+        path, _, query = url.partition("?")
+        route = (method, path)
+        if route == ("GET", "/metrics"):
+            gauges = {"oca_workers": len(self.workers()),
+                      "oca_draining": 1.0 if self.drain.draining else 0.0}
+            return ("200 OK", "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(gauges).encode())
+        if route in (("GET", "/status"), ("GET", "/health")):
+            st = self.status()
+            code = "503 Service Unavailable" if path == "/health" and (
+                st["draining"] or not st["workers"]) else "200 OK"
+            return code, JSON, _json(st)
+        if route == ("POST", "/drain"):
+            raw = parse_qs(query).get("deadline", ["60"])[0]
+            try:
+                seconds = parse_duration(raw)
+            except ValueError as e:
+                return "400 Bad Request", JSON, _json({"error": str(e)})
+            return await self.confirm("drain", self.drain.drain(seconds))
+        if route == ("POST", "/undrain"):
+            return await self.confirm("undrain", self.drain.undrain())
+        if path in ("/metrics", "/status", "/health", "/drain", "/undrain"):
+            return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+        return "404 Not Found", "text/plain", b"not found\n"
+
+    async def confirm(self, what: str, generation: int) -> tuple[str, str, bytes]:
+        """The answer to POST /drain or /undrain once the workers confirmed *generation*."""
+        pending = await self.drain.confirmed(generation)
+        st = self.status()
+        if not pending:
+            return "200 OK", JSON, _json(st)
+        names = ", ".join(f"pid {pid} (slot {slot})" for pid, slot in sorted(pending.items()))
+        st["unconfirmed"] = sorted(pending)
+        if self.drain.supervisor.stopping:
+            st["error"] = f"{what} not confirmed by workers {names}: oca serve is stopping"
+        else:
+            st["error"] = (
+                f"{what} not confirmed within {CONFIRM_TIMEOUT:g} s by {len(pending)} of "
+                f"{len(self.workers())} workers: {names}; the others applied it, these apply "
+                "it once they run again (stopped? stuck? see the oca serve log)")
+        log.error("%s", st["error"])
+        return "504 Gateway Timeout", JSON, _json(st)
+
+
+def _json(value: dict) -> bytes:
+    return json.dumps(value, sort_keys=True).encode() + b"\n"
+
+
+class _AdminRequest:
+    """httptools callbacks for the admin listener's tiny requests."""
+
+    def __init__(self):
+        self.url: str | None = ""
+        self.method = ""
+
+    def on_url(self, url: bytes) -> None:
+        self.url = (self.url or "") + url.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        pass
