@@ -120,10 +120,10 @@ class Supervisor:
             ran = time.monotonic() - s.started
             s.quick_deaths = s.quick_deaths + 1 if ran < s.role.restart.stable else 1
             delay = s.role.restart.delay(s.quick_deaths)
-            log.error("%s %d (pid %d) exited with %s after %.1f s; restarting%s",
+            log.error("%s %d (pid %d) exited with %s; restarting%s (it ran %.1f s)",
                       s.role.name, s.slot, pid,
-                      f"signal {-code}" if code < 0 else f"status {code}", ran,
-                      f" in {delay:g} s" if delay else "")
+                      f"signal {-code}" if code < 0 else f"status {code}",
+                      f" in {delay:g} s" if delay else "", ran)
             s.restart = self.loop.call_later(delay, self._spawn, s)
 
     # -- stopping ------------------------------------------------------------
