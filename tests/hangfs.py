@@ -290,7 +290,7 @@ class HangFS:
                 if stop is not None:
                     stop()
                 try:
-                    self.process.wait(timeout=5)
+                    self.process.wait(timeout=2 if stop is None else 5)
                     break
                 except subprocess.TimeoutExpired:
                     continue
@@ -333,6 +333,9 @@ class _Passthrough(fuse.Operations):
     use_ns = True
     # libfuse hands utimens UTIME_NOW/UTIME_OMIT through instead of guessing (see utimens).
     flag_utime_omit_ok = 1
+    # Calls on an open file come with path None once the file is unlinked or replaced
+    # (hard_remove); without this flag libfuse fails them with ENOENT.
+    flag_nullpath_ok = 1
 
     def __init__(self, root: str, switch: mmap.mmap, direct_io: bool):
         self.root = root
