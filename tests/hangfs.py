@@ -18,7 +18,14 @@ maps shared and reads on every operation, so a change takes effect at the next o
 with no round trip. The test process holds the switch; a server under test (``oca serve`` in
 a subprocess) only uses ``path`` as a disk. Another process can work it with
 ``HangControl(control_path)``, and a person at a shell with
-``python -m tests.hangfs release CONTROL_PATH``.
+``python -m tests.hangfs release CONTROL_PATH``. ``blocked`` (operations parked now),
+``wait_blocked(n)`` and ``calls`` (operations seen) tell a test that the code under test has
+reached the disk, without timing anything.
+
+With a server in a subprocess: ask for ``hangfs`` before the server's fixture (pytest tears
+fixtures down in reverse, so the mount outlives the server), give ``hangfs.path`` as the
+tier's disk, and call ``hangfs.release()`` before stopping the server: a worker parked on
+the disk cannot die until the disk answers (see below).
 
 Kernel facts that shape the fixture and any test that uses it:
 
@@ -37,14 +44,18 @@ Kernel facts that shape the fixture and any test that uses it:
   dies (the kernel then fails every pending and later request with ENOTCONN). So never
   touch ``path`` from the process that holds the switch while hung, except from a thread or
   a child you can give up on; and release a hang before reaping anything that used the mount.
-- ``fusermount -u`` needs the mount to answer (it looks the mount point up), and refuses
-  (EBUSY) while a file on it is open; ``umount -l`` detaches it at once and the filesystem
-  goes away with its last open file. Cleanup therefore releases first, then unmounts
-  (``fusermount -u``, else ``umount -l``), then waits for the daemon to exit on its own,
-  then stops it (SIGTERM, SIGKILL), and checks that no mount is left behind, whether the
-  test passed or not. A daemon whose owner dies releases and unmounts by itself.
-- Performance: every operation is a round trip through Python (about 0.1 ms); writes come in
-  128 KiB requests (``big_writes``). fusepy 3.0 has no ``fallocate``, so ``posix_fallocate``
+- ``fusermount -u`` works even while hung (as root it does not look into the filesystem),
+  but refuses (EBUSY) while a file on it is open; ``umount -l`` then detaches it at once
+  and the filesystem goes away with its last open file. Cleanup releases first (so parked
+  callers get their real answers, not ENOTCONN), then unmounts (``fusermount -u``, else
+  ``umount -l``), then waits for the daemon to exit on its own, then stops it (SIGTERM,
+  SIGKILL), and checks that no mount is left behind, whether the test passed or not. A
+  daemon whose owner dies (pytest killed mid-test) releases and unmounts by itself.
+- ``statvfs`` through the mount gives the backing filesystem's sizes and counts; only
+  ``f_flag`` is the FUSE mount's own (``nosuid,nodev`` added).
+- Performance: every operation is a round trip through Python, about 0.1 ms here (a
+  ``stat`` is a lookup and a getattr: 0.19 ms); writes come in 128 KiB requests
+  (``big_writes``: 8 MiB in 72 operations, 17 ms). fusepy 3.0 has no ``fallocate``, so ``posix_fallocate``
   falls back to glibc's emulation, one one-byte write per 4 KiB block: fine for test objects,
   slow for gigabytes.
 - Unlinking or replacing a file that is open removes it at once (``hard_remove``), as on a
