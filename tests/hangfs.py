@@ -55,9 +55,9 @@ Kernel facts that shape the fixture and any test that uses it:
   ``f_flag`` is the FUSE mount's own (``nosuid,nodev`` added).
 - Performance: every operation is a round trip through Python, about 0.1 ms here (a
   ``stat`` is a lookup and a getattr: 0.19 ms); writes come in 128 KiB requests
-  (``big_writes``: 8 MiB in 72 operations, 17 ms). fusepy 3.0 has no ``fallocate``, so ``posix_fallocate``
-  falls back to glibc's emulation, one one-byte write per 4 KiB block: fine for test objects,
-  slow for gigabytes.
+  (``big_writes``: 8 MiB in 72 operations, 17 ms). fusepy 3.0 has no ``fallocate``, so
+  ``posix_fallocate`` falls back to glibc's emulation, one one-byte write per 4 KiB block:
+  fine for test objects, slow for gigabytes.
 - Unlinking or replacing a file that is open removes it at once (``hard_remove``), as on a
   local filesystem, instead of libfuse's default of renaming it to ``.fuse_hidden*``.
 """
