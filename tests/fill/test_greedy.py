@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fill import placement
+from fill import loops
 
-_greedy = placement._cgreedy
+_greedy = loops.compiled
 pytestmark = pytest.mark.skipif(_greedy is None, reason="fill/_greedy.pyx is not built")
 
 KEYS = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
