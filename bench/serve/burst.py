@@ -8,10 +8,11 @@
 What a night's fill looks like to `oca serve`: the fill agent has written its objects'
 files over hours, then commits them to the index in a burst. Set-up, in a temporary
 folder: a one-disk appliance (`oca init`) with 64 objects of 16 KiB stored by `Store.put`
-(the ones the client fetches), `--base` more rows already indexed (an appliance's
-catalogue; their files are never read, so they do not exist), and the files of the
-`--changes` objects the burst will commit (hard links to one stored object, under each new
-id's own name: `layout.object_path`). Then `oca serve` starts with `--workers` workers.
+(the ones the client fetches), `--base` more objects already indexed (an appliance's
+catalogue). Then `oca serve` starts with `--workers` workers, and the files of the
+`--changes` objects the burst will commit are written (after the start, as a fill writes
+them while the appliance serves: start-up recovery would adopt them). Every file beyond the
+64 is a hard link to one of theirs under the object's own name (`layout.object_path`).
 
 A client (this process, one thread, non-blocking sockets) keeps `--connections` keep-alive
 connections busy, one request outstanding on each, fetching the 64 objects in turn and
@@ -94,8 +95,12 @@ class Appliance:
     disk: str
     port: int
     bodies: dict[str, bytes] = field(default_factory=dict)  # the served objects' bytes
-    new_body: bytes = b""  # every new object's bytes (hard links to one stored object)
-    new_digest: str = ""
+    digests: list[str] = field(default_factory=list)  # the served objects' digests
+    sources: list[str] = field(default_factory=list)  # and their files
+
+    def new_source(self, i: int) -> str:
+        """The served object whose file the burst's i-th object is a hard link to."""
+        return SERVED_PATTERN % (i % SERVED_COUNT)
 
 
 def build(dir_: Path, args: argparse.Namespace) -> Appliance:
@@ -132,41 +137,59 @@ def build(dir_: Path, args: argparse.Namespace) -> Appliance:
     source.unlink()
     index = Index(index_path)
     try:
-        rec0 = index.get(SERVED_PATTERN % 0)
-        assert rec0 is not None
-        app.new_body, app.new_digest = app.bodies[rec0.id], rec0.xxh3
-        disk = app.disk = rec0.disk  # the disk as the index names it
-        src = layout.object_path(rec0.disk, rec0.id, rec0.xxh3)
+        recs = [index.get(SERVED_PATTERN % i) for i in range(SERVED_COUNT)]
+        app.digests = [r.xxh3 for r in recs]
+        disk = app.disk = recs[0].disk  # the disk as the index names it
+        sources = [layout.object_path(r.disk, r.id, r.xxh3) for r in recs]
+        app.sources = sources
         t1 = time.monotonic()
-        # The base: rows whose files are never read (the serving map does not look).
+        # The base, files and rows (`oca serve`'s start-up recovery drops a row whose file
+        # is missing).
+        link_objects(app, BASE_PATTERN, args.base)
         ctype = mediatypes.guess(BASE_PATTERN % 0)
         now = time.time()
         with index.write():
             for i in range(args.base):
-                oid = BASE_PATTERN % i
-                index.put(ObjectRecord(oid, 1 << 30, f"{i:032x}", disk, "ssd", ctype, now))
+                index.put(ObjectRecord(BASE_PATTERN % i, SERVED_SIZE,
+                                       app.digests[i % SERVED_COUNT], disk, "ssd", ctype, now))
         t2 = time.monotonic()
     finally:
         index.close()
-    # The burst's files, written "over the night" before the commit.
-    for i in range(args.changes):
-        oid = NEW_PATTERN % i
-        dst = layout.object_path(disk, oid, app.new_digest)
-        try:
-            os.link(src, dst)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.link(src, dst)
-    t3 = time.monotonic()
     print(f"set-up: {SERVED_COUNT} served objects of {SERVED_SIZE >> 10} KiB in {t1 - t0:.1f}s, "
-          f"{args.base:,} base rows in {t2 - t1:.1f}s, {args.changes:,} files for the burst "
-          f"(hard links) in {t3 - t2:.1f}s")
+          f"{args.base:,} base objects (hard links and rows) in {t2 - t1:.1f}s")
     return app
+
+
+def link_objects(app: Appliance, pattern: str, count: int) -> None:
+    """Files for objects *pattern* % 0..count-1: hard links to the served objects' files
+    (ext4 allows 65,000 links to one inode: spread over the 64), under each id's own name."""
+    from oca.storage import layout
+
+    for i in range(count):
+        src, digest = app.sources[i % SERVED_COUNT], app.digests[i % SERVED_COUNT]
+        dst = layout.object_path(app.disk, pattern % i, digest)
+        try:
+            try:
+                os.link(src, dst)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.link(src, dst)
+        except OSError as e:
+            raise BenchError(f"cannot link {dst} to {src}: {e.strerror}") from None
+
+
+def write_burst_files(app: Appliance, changes: int) -> None:
+    """The files of the objects the burst commits, as a fill writes them while the appliance
+    serves (after `oca serve` started: its start-up recovery would adopt them)."""
+    t0 = time.monotonic()
+    link_objects(app, NEW_PATTERN, changes)
+    print(f"set-up: {changes:,} files for the burst (hard links) in "
+          f"{time.monotonic() - t0:.1f}s")
 
 
 # -- the burst (another process) ---------------------------------------------------------
 
-def commit_burst(index_path: str, disk: str, digest: str, size: int, changes: int,
+def commit_burst(index_path: str, disk: str, digests: list[str], size: int, changes: int,
                  transactions: int, start_at: float, out) -> None:
     """At monotonic *start_at*, commit *changes* new rows in *transactions* transactions;
     send {"start", "end", "transactions": [seconds...]} through the pipe *out*."""
@@ -185,7 +208,8 @@ def commit_burst(index_path: str, disk: str, digest: str, size: int, changes: in
         now = time.time()
         with index.write():
             for i in batch:
-                index.put(ObjectRecord(NEW_PATTERN % i, size, digest, disk, "ssd", ctype, now))
+                index.put(ObjectRecord(NEW_PATTERN % i, size, digests[i % len(digests)], disk,
+                                       "ssd", ctype, now))
         took.append(time.monotonic() - t)
     end = time.monotonic()
     index.close()
@@ -207,6 +231,7 @@ class Conn:
     worker: int = 0
     buf: bytearray = field(default_factory=bytearray)
     asked: str = ""
+    asked_index: int = 0  # of a new object
     probing: bool = False  # the outstanding request is for a new object
     sent_at: float = 0.0
     last: float = 0.0  # when the previous response completed
@@ -293,7 +318,7 @@ def run_client(conns: list[Conn], app: Appliance, args: argparse.Namespace, burs
             # Until the burst's last row is served, ask for it (the feed is in commit order:
             # then the worker has all of it); after that, any of the new objects.
             i = args.changes - 1 if c.caught_up is None else rng.randrange(args.changes)
-            c.asked, c.probing = NEW_PATTERN % i, True
+            c.asked, c.asked_index, c.probing = NEW_PATTERN % i, i, True
         else:
             c.asked, c.probing = SERVED_PATTERN % c.next_object, False
             c.next_object = (c.next_object + 1) % SERVED_COUNT
@@ -353,7 +378,7 @@ def run_client(conns: list[Conn], app: Appliance, args: argparse.Namespace, burs
             c.latencies.append(t - c.sent_at)
             if c.probing:
                 c.probes += 1
-                if status == 200 and body != app.new_body:
+                if status == 200 and body != app.bodies[app.new_source(c.asked_index)]:
                     problems.append(f"GET /o/{c.asked} (new) on worker {c.worker}: wrong bytes")
                 elif status == 200 and c.caught_up is None:
                     c.caught_up = t
@@ -434,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                                      dir_), app.port, dir_ / "oca-access.jsonl", output,
                         signal.SIGTERM)
         wait_ready(server, "/o/" + SERVED_PATTERN % 0, timeout=60)
+        write_burst_files(app, args.changes)
         conns = open_connections(server, app, args.connections, args.workers)
         workers = sorted({c.worker for c in conns})
         print(f"oca serve pid {server.proc.pid}, {args.workers} workers; {len(conns)} "
@@ -444,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = multiprocessing.get_context("spawn")
         mine, theirs = ctx.Pipe(duplex=False)
         committer = ctx.Process(target=commit_burst, daemon=True, args=(
-            app.index, app.disk, app.new_digest, len(app.new_body), args.changes,
+            app.index, app.disk, app.digests, SERVED_SIZE, args.changes,
             args.transactions, burst_at, theirs))
         committer.start()
         theirs.close()
