@@ -14,5 +14,5 @@ def both_loops(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(loops, "compiled", None)
     elif loops.compiled is None:
-        pytest.skip("fill/_greedy.pyx is not built")
+        pytest.skip("fill/_greedy.pyx not built or OCA_NO_EXTENSIONS set")
     return request.param

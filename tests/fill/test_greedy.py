@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from fill import loops
 
 _greedy = loops.compiled
-pytestmark = pytest.mark.skipif(_greedy is None, reason="fill/_greedy.pyx is not built")
+pytestmark = pytest.mark.skipif(_greedy is None,
+                                reason="fill/_greedy.pyx not built or OCA_NO_EXTENSIONS set")
 
 KEYS = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                           st.sampled_from([0.0, -0.0, 1.0, -1.0, 5e-324, -5e-324])),
