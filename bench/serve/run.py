@@ -158,7 +158,7 @@ class Server:
     def processes(self) -> list[psutil.Process]:
         """The server's process and all its descendants (workers, store watcher, ...), and
         any other process of the session it leads (start_new_session: one a child left
-        behind when its parent died), each once, children before their parents."""
+        behind when its parent died), each once, parents before their children."""
         try:
             top = psutil.Process(self.proc.pid)
             tree = [top, *top.children(recursive=True)]
@@ -171,7 +171,7 @@ class Server:
                     if os.getsid(p.pid) == self.proc.pid:
                         tree.append(p)
                         seen.add(p.pid)
-        return tree[::-1]
+        return tree
 
     def rss(self) -> dict[int, int]:
         """RSS in bytes per process id."""
@@ -189,19 +189,26 @@ class Server:
         stime plus cutime and cstime, the times of the children it has reaped. A child
         that ran during a wrk run and was reaped before its end (a restarted worker, a
         short-lived helper) is so in its parent's figure; one still alive in its own. The
-        two samples around a run differ by all the CPU the tree used in between. Not
-        counted: a child whose parent does not wait for it (its times go nowhere), and one
-        that exits between being listed here and read while its parent was read already
-        (children are read first, so that one is lost, not counted twice).
+        two samples around a run differ by all the CPU the tree used in between. Parents
+        are read before their children: a child reaped in between would be in neither
+        figure, so the sample is taken again (up to 5 times). Not counted: a child whose
+        parent does not wait for it (its times go nowhere).
         """
-        user = system = 0.0
-        pids = 0
-        for p in self.processes():
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
-                t = p.cpu_times()
+        for _ in range(5):
+            user = system = 0.0
+            pids = 0
+            complete = True
+            for p in self.processes():
+                try:
+                    t = p.cpu_times()
+                except psutil.NoSuchProcess:  # gone since listed
+                    complete = False
+                    continue
                 user += t.user + t.children_user
                 system += t.system + t.children_system
                 pids += 1
+            if complete:
+                break
         return CpuTimes(user, system, pids)
 
     def alive(self) -> bool:
