@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import loops
 from .errors import InputError
 from .model import Catalog, SitePlan, Topology, Transfer
-from .placement import _cgreedy  # the compiled loops (fill/_greedy.pyx), or None
 from .rendezvous import catalog_lookup
 
 __all__ = ["Schedule", "TransferTable", "Fleet", "BackboneFill", "FirstCopies", "SiteTransfers",
@@ -285,9 +285,9 @@ def _admit(size: np.ndarray, options: np.ndarray, table: np.ndarray, room: np.nd
            ) -> np.ndarray:
     """Greedy admission in the given order; return the option taken (-1: deferred).
     The compiled loop (fill/_greedy.pyx `admit`) when built, else `_admit_numpy`."""
-    if _cgreedy is None:
+    if loops.compiled is None:
         return _admit_numpy(size, options, table, room)
-    return _cgreedy.admit(np.ascontiguousarray(size, dtype=np.int64),
+    return loops.compiled.admit(np.ascontiguousarray(size, dtype=np.int64),
                           np.ascontiguousarray(options, dtype=np.int64),
                           np.ascontiguousarray(table, dtype=np.int64), room)
 
@@ -574,8 +574,8 @@ class Fleet:
             via[_member(f_obj, bb.filled.get(s.upstream, _EMPTY))] = 2
             via[_member(f_obj, held.get(s.upstream, _EMPTY))] = 1
         # (key, obj, dst) order: the first copies come by object, one per object
-        order = np.argsort(key, kind="stable") if _cgreedy is None else \
-            _cgreedy.argsort(np.ascontiguousarray(key, dtype=np.float64))
+        order = np.argsort(key, kind="stable") if loops.compiled is None else \
+            loops.compiled.argsort(np.ascontiguousarray(key, dtype=np.float64))
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order))
         follow_first = rank[(np.cumsum(has_first) - 1)[col[follow]]]
@@ -637,9 +637,9 @@ class Fleet:
         a time) instead of sorted as one array: memory stays at one band beyond the lists
         themselves. The compiled twin (fill/_greedy.pyx `admit_sites`) merges them through
         a heap instead: the same order, row for row."""
-        if _cgreedy is not None:  # compiled: the lists merged through a heap, row by row
+        if loops.compiled is not None:  # compiled: the lists merged through a heap, row by row
             out = [np.full(len(f), -1, dtype=np.int8) for f in firsts]
-            _cgreedy.admit_sites(firsts, out, self.size, self.table, self.room)
+            loops.compiled.admit_sites(firsts, out, self.size, self.table, self.room)
             return out
         offsets = np.concatenate(([0], np.cumsum([len(f) for f in firsts], dtype=np.int64)))
         taken = np.full(int(offsets[-1]), -1, dtype=np.int8)

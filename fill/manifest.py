@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import loops
 from .errors import InputError
 from .model import TIERS, Catalog, SitePlan
-from .placement import _cgreedy  # the compiled loops (fill/_greedy.pyx), or None
 from .rendezvous import catalog_lookup
 
 __all__ = ["read_previous", "read_previous_numbers", "write_manifests", "write_manifest",
@@ -117,10 +117,10 @@ def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray
         return None
     body = rest[:-3]
     keys = _sorted_ids(catalog)
-    if _cgreedy is not None and keys is not None and len(keys):
+    if loops.compiled is not None and keys is not None and len(keys):
         # Compiled: the grammar checked and the ids numbered in one pass (ids ascending,
         # as write_manifests orders them); None: the paths below decide.
-        got = _cgreedy.scan_manifest(body, keys.view(np.uint8), keys.dtype.itemsize)
+        got = loops.compiled.scan_manifest(body, keys.view(np.uint8), keys.dtype.itemsize)
         if got is not None:
             ids = _decoded([body[a:b] for a, b in zip(got[0].tolist(), got[1].tolist(),
                                                       strict=True)])
@@ -323,10 +323,10 @@ def _object_lines(catalog: Catalog, objs: np.ndarray, tier: np.ndarray, source: 
         s, rest = divmod(k, len(TIERS) * w_count)
         t, w = divmod(rest, w_count)
         mids.append(f'{_json(names[s])},"tier":"{TIERS[t]}","wave":{w},"xxh3":'.encode())
-    if _cgreedy is not None:
+    if loops.compiled is not None:
         (h_buf, h_at), (t_buf, t_at) = _catalog_buffers(catalog)
         m_buf, m_at = _joined(mids)
-        return bytes(_cgreedy.object_lines(h_buf, h_at, m_buf, m_at, t_buf, t_at,
+        return bytes(loops.compiled.object_lines(h_buf, h_at, m_buf, m_at, t_buf, t_at,
                                            np.ascontiguousarray(objs, dtype=np.int64),
                                            np.ascontiguousarray(code, dtype=np.int64)))
     mid = np.array(mids, dtype=bytes)

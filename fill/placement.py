@@ -20,11 +20,11 @@ or a churn budget is nearly full: a 500k-object site of 10 appliances takes ~200
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import loops
 from .model import TIERS, Catalog, Site, SiteForecast, SitePlan
 from .rendezvous import appliance_hashes, catalog_hashes, catalog_lookup, order, scores
 
@@ -32,16 +32,6 @@ __all__ = ["PlacementParams", "place_site", "replicas"]
 
 _T = len(TIERS)
 
-# The greedy pass compiled (fill/_greedy.pyx), unless OCA_NO_EXTENSIONS is set or it was
-# not built: then its numpy twin `_Greedy`. GREEDY says which one runs.
-if os.environ.get("OCA_NO_EXTENSIONS", "") in ("", "0"):
-    try:
-        from . import _greedy as _cgreedy
-    except ImportError:
-        _cgreedy = None
-else:
-    _cgreedy = None
-GREEDY = "python" if _cgreedy is None else "cython"
 
 
 @dataclass
@@ -203,14 +193,14 @@ def greedy_pass(rows: _Rows, held: np.ndarray, obj_h: np.ndarray, app_h: np.ndar
                 free: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, appliance, tier) of every placement of the greedy pass; *free* and *budget*
     are updated. The compiled loop (fill/_greedy.pyx) when built, else `_Greedy`."""
-    if _cgreedy is None:
+    if loops.compiled is None:
         return _Greedy(rows, held, obj_h, app_h, free, budget).run()
     order = _by_eff(np.arange(len(rows)), rows.eff)
     # The rows' columns gathered in pass order here (numpy overlaps the cache misses of a
     # gather; a loop reading them in random order waits on each one: 5x slower).
     cand = rows.cand[order]
     any_held = bool(held.any())
-    i, g, t = _cgreedy.run(
+    i, g, t = loops.compiled.run(
         np.ascontiguousarray(rows.want[order], dtype=np.int64),
         np.ascontiguousarray(rows.charged[order], dtype=np.uint8),
         np.ascontiguousarray(rows.size[order], dtype=np.int64),
@@ -426,8 +416,8 @@ class _Window:
 def _by_eff(idx: np.ndarray, eff: np.ndarray) -> np.ndarray:
     """idx (ascending) ordered by eff descending, ties by idx ascending."""
     key = -eff[idx]
-    if _cgreedy is not None:
-        return idx[_cgreedy.argsort(np.ascontiguousarray(key, dtype=np.float64))]
+    if loops.compiled is not None:
+        return idx[loops.compiled.argsort(np.ascontiguousarray(key, dtype=np.float64))]
     o = np.argsort(key)  # introsort (SIMD): ~2x a stable sort; ties are fixed below
     k = key[o]
     same = k[1:] == k[:-1]

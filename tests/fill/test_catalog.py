@@ -155,17 +155,13 @@ def test_unreadable_files(tmp_path):
     assert error_of(missing) == f"{missing}: catalog file not found"
 
 
-def test_large_catalog_loads_fast(tmp_path):
-    import time
-
+def test_large_catalog_loads(tmp_path):
+    """200,000 rows in reverse order: all read, ids sorted (bench/test_catalog.py times it)."""
     n = 200_000
     rows = "".join(f"t{i // 4:06d}-e{i % 4}.mp4,{1000 + i},,t{i // 4:06d},e{i % 4},\n"
                    for i in reversed(range(n)))
     path = write(tmp_path, "id,size,xxh3,title,type,release\n" + rows)
-    t = time.perf_counter()
     cat = load_catalog(path)
-    elapsed = time.perf_counter() - t
     assert len(cat) == n and len(cat.titles) == n // 4
     assert cat.ids[0] == "t000000-e0.mp4" and cat.size[0] == 1000
     assert (cat.ids[1:] > cat.ids[:-1]).all()
-    assert elapsed < 10  # ~0.4 s here; 1M rows take ~1.5 s

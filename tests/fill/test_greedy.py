@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fill import placement
+from fill import loops
 
-_greedy = placement._cgreedy
-pytestmark = pytest.mark.skipif(_greedy is None, reason="fill/_greedy.pyx is not built")
+_greedy = loops.compiled
+pytestmark = pytest.mark.skipif(_greedy is None,
+                                reason="fill/_greedy.pyx not built or OCA_NO_EXTENSIONS set")
 
 KEYS = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                           st.sampled_from([0.0, -0.0, 1.0, -1.0, 5e-324, -5e-324])),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pytest
 
@@ -121,7 +122,6 @@ def test_same_inputs_give_byte_identical_manifests_and_no_churn(inputs, tmp_path
 
 
 def test_dask_cluster_gives_the_same_manifests(inputs, tmp_path):
-    distributed = pytest.importorskip("distributed")
     common = dict(catalog=inputs["catalog"], logs=inputs["logs"],
                   topology=inputs["topology"], now=NOW)
     run_plan(PlanRequest(out=tmp_path / "local", processes=2, **common))

@@ -274,8 +274,6 @@ def reader(request, monkeypatch):
     """Both CSV readers: polars (fast path) and the checked csv-module reader."""
     if request.param == "csv module":
         monkeypatch.setattr(tr, "_csv_columns_polars", lambda path, cols: None)
-    else:
-        pytest.importorskip("polars")
     return read_trace
 
 
@@ -398,8 +396,6 @@ def test_access_log(tmp_path: Path):
 
 def test_real_planner_end_to_end(tmp_path: Path):
     """The real forecast and placement on a small trace: within capacity, figures sane."""
-    pytest.importorskip("fill.forecast")
-    pytest.importorskip("fill.placement")
     rng = np.random.default_rng(1)
     n_obj, n = 40, 4000
     ids = [f"o{i:03d}" for i in range(n_obj)]

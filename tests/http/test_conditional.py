@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import itertools
 import time
-import timeit
 
 import pytest
 from hypothesis import given, settings
@@ -346,20 +345,3 @@ def test_truth_table(method, im, inm, ims, ius):
 ])
 def test_if_range(if_range, expected, year_2025):
     assert if_range_allows(if_range, ETAG, LM) is expected
-
-
-# --- cost ---------------------------------------------------------------------------------
-
-def test_cost_per_call_report():
-    """Not a timed assertion: prints the per-call cost (pytest -s) for the record."""
-    calls = {
-        "evaluate(If-None-Match match)": lambda: ev(if_none_match=ETAG),
-        "evaluate(If-Modified-Since, memo hit)": lambda: ev(if_modified_since=EQUAL),
-        "parse_http_date(IMF-fixdate, parsed)":
-            lambda: conditional._parse_http_date(EQUAL),
-        "if_range_allows(etag)": lambda: if_range_allows(ETAG, ETAG, LM),
-    }
-    number = 20000
-    for name, call in calls.items():
-        best = min(timeit.repeat(call, number=number, repeat=5)) / number
-        print(f"\n{name}: {best * 1e9:.0f} ns/call")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import timeit
 
 import pytest
 from hypothesis import given, settings
@@ -454,25 +453,3 @@ def test_parse_range_then_plan():
     assert ranges == [(0, 1), (4, 5), (8, 9)]
     parts, length = multipart_plan(ranges, 10, "video/mp4", "b")
     assert [(off, n) for _, off, n in parts] == [(0, 2), (4, 2), (8, 2), (0, 0)]
-
-
-# --- cost ---------------------------------------------------------------------------------
-
-def test_cost_per_call_report():
-    """Not a timed assertion: prints the per-call cost (pytest -s) for the record."""
-    calls = {
-        "parse_range('bytes=1048576-2097151', 268435456, 16)":
-            lambda: parse_range("bytes=1048576-2097151", 268435456, 16),
-        "parse_range('bytes=0-99,200-299,-100', 268435456, 16)":
-            lambda: parse_range("bytes=0-99,200-299,-100", 268435456, 16),
-        "path_range('1048576', '2097151', 268435456)":
-            lambda: path_range("1048576", "2097151", 268435456),
-        "multipart_plan(3 ranges)":
-            lambda: multipart_plan([(0, 99), (200, 299), (268435356, 268435455)],
-                                   268435456, "video/mp4", "0123456789abcdef0123"),
-        "new_boundary()": new_boundary,
-    }
-    number = 20000
-    for name, call in calls.items():
-        best = min(timeit.repeat(call, number=number, repeat=5)) / number
-        print(f"\n{name}: {best * 1e9:.0f} ns/call")
