@@ -50,9 +50,11 @@ class Appliance:
 
 
 def write_config(root: Path, disks: list[tuple[Path, str, str | None]],
-                 index: Path | None = None, extra: str = "") -> Path:
-    """Write ``root/oca.toml`` for *disks* given as (path, tier, capacity or None)."""
-    lines = [extra, "[store]", f'index = "{index or root / "var" / "index.sqlite"}"']
+                 index: Path | None = None, extra: str = "", store_extra: str = "") -> Path:
+    """Write ``root/oca.toml`` for *disks* given as (path, tier, capacity or None);
+    *extra* goes before ``[store]``, *store_extra* into it."""
+    lines = [extra, "[store]", f'index = "{index or root / "var" / "index.sqlite"}"',
+             store_extra]
     for path, tier, capacity in disks:
         lines += ["[[store.disk]]", f'path = "{path}"', f'tier = "{tier}"']
         if capacity:

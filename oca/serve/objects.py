@@ -68,6 +68,7 @@ class ObjectTable:
         self.servable: set[str] = set()
         self.hung: dict[str, concurrent.futures.Future] = {}  # disk -> the open stuck on it
         self._openers: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        self._closers: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._next: dict[str, ObjectLocation] | None = None  # a whole map arriving
         self._shared: dict[str, str] = {}  # one str per distinct tier, type and disk
         self._lines = feed.Lines()
@@ -321,8 +322,20 @@ class ObjectTable:
         self._tell(f"failed\t{disk}\t{feed.clean(reason)}\n")
 
     def _drop_disk(self, disk: str) -> None:
+        """Forget the open objects of a failed or hung disk. Their fds are closed on a
+        thread of the disk's own: close(2) of a file on a hung mount blocks too (FUSE
+        sends a flush), and must not block the loop."""
+        dropped = []
         for oid in [oid for oid, obj in self.open.items() if obj.disk == disk]:
+            dropped.append(self.open[oid])
             self._forget(oid)
+        if dropped:
+            closer = self._closers.get(disk)
+            if closer is None:
+                closer = self._closers[disk] = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="close")
+            closer.submit(dropped.clear)  # the last references go on that thread
+            del dropped
 
     # -- counters ------------------------------------------------------------------
 
@@ -363,8 +376,8 @@ class ObjectTable:
                 sock = self._connect()  # sends the outbox after hello
                 sock.close()
         self._disconnect()
-        for opener in self._openers.values():
-            opener.shutdown(wait=False)
+        for pool in (*self._openers.values(), *self._closers.values()):
+            pool.shutdown(wait=False)
 
     @property
     def healthy(self) -> bool:

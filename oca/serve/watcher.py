@@ -237,7 +237,7 @@ class StoreWatcher:
     def follow(self, clients: list[Client] | None = None) -> None:
         """Send each worker the changes after its position, by groups at one position."""
         groups: dict[int, list[Client]] = {}
-        for c in self.clients.values() if clients is None else clients:
+        for c in list(self.clients.values()) if clients is None else clients:
             if c.seq is not None:
                 groups.setdefault(c.seq, []).append(c)
         for seq, group in groups.items():
@@ -295,7 +295,7 @@ class StoreWatcher:
             del self.disks[path]
         if changed:
             text = "".join(changed)
-            for c in self.clients.values():
+            for c in list(self.clients.values()):
                 if c.seq is not None:
                     self.send(c, text)
 

@@ -44,11 +44,10 @@ def _gather(disk: Disk, io: bool) -> DiskFacts:
     return DiskFacts(h, size, free, disk.io_counters() if io else None)
 
 
-def hung(timeout: float, since: float | None = None) -> DiskHealth:
-    if since is None:
-        return DiskHealth(FAILED, f"hung: no answer to a probe in {timeout:g} s")
-    return DiskHealth(FAILED, f"hung: a probe has had no answer for "
-                              f"{time.monotonic() - since:.0f} s")
+def hung(timeout: float, since: float) -> DiskHealth:
+    """A disk whose probe has not answered since *since* (epoch seconds)."""
+    return DiskHealth(FAILED, f"hung: no answer to a probe in {timeout:g} s (since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))})")
 
 
 def probe_disks(disks: list[Disk], timeout: float, io: bool = False) -> dict[str, DiskFacts]:
@@ -67,7 +66,14 @@ def probe_disks(disks: list[Disk], timeout: float, io: bool = False) -> dict[str
         if pid == 0:  # the child: probe, answer, exit without running any cleanup
             code = 0
             try:
-                os.close(r)
+                # Keep nothing of the parent's open but the pipe: a child stuck on the
+                # disk must not hold the caller's stdout (a shell waiting for EOF) or
+                # sockets (peers waiting for the close) open.
+                null = os.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):
+                    os.dup2(null, std)
+                os.closerange(3, w)
+                os.closerange(w + 1, _max_fd())
                 data = pickle.dumps(_gather(disk, io))
                 with contextlib.suppress(OSError):
                     view = memoryview(data)
@@ -101,11 +107,19 @@ def probe_disks(disks: list[Disk], timeout: float, io: bool = False) -> dict[str
                 except Exception:
                     out[disk.path] = DiskFacts(DiskHealth(FAILED, "probe failed: no answer"))
     finally:
+        started = time.time() - timeout
         for r, (disk, pid, _) in pending.items():
             os.close(r)
-            _stuck[disk.path] = (pid, time.monotonic())
-            out[disk.path] = DiskFacts(hung(timeout))
+            _stuck[disk.path] = (pid, started)
+            out[disk.path] = DiskFacts(hung(timeout, started))
     return {d.path: out[d.path] for d in disks}
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1 << 16
 
 
 def _reap() -> None:

@@ -101,11 +101,14 @@ class Server:
 
 def start_server(root: Path, fastpath: str = "cython", workers: int = 1, server_extra: str = "",
                  extra: str = "", objects: dict[str, tuple[bytes, str]] | None = None,
-                 layout: dict | None = None) -> Server:
-    """Build an appliance under *root*, store *objects* (id -> (bytes, tier)), start
-    `oca serve` and wait until /health answers."""
+                 layout: dict | None = None, disk_paths: dict | None = None,
+                 store_extra: str = "") -> Server:
+    """Build an appliance under *root* (*disk_paths*: tier -> existing folders to use as
+    its disks), store *objects* (id -> (bytes, tier)), start `oca serve` and wait until
+    /health answers. *store_extra* adds keys to ``[store]``."""
     root.mkdir(parents=True, exist_ok=True)
-    app = make_appliance(root, layout or {"ssd": ["64M"], "flash": ["64M"], "hdd": ["128M"]})
+    app = make_appliance(root, layout or {"ssd": ["64M"], "flash": ["64M"], "hdd": ["128M"]},
+                         disk_paths=disk_paths)
     port, admin_port = free_port(), free_port()
     access_log = root / "log" / "access.jsonl"
     server_section = (
@@ -115,7 +118,7 @@ def start_server(root: Path, fastpath: str = "cython", workers: int = 1, server_
     entries = [(p, tier, cap) for tier, caps in (layout or {"ssd": ["64M"], "flash": ["64M"],
                                                            "hdd": ["128M"]}).items()
                for p, cap in zip(app.disks[tier], caps, strict=True)]
-    write_config(root, entries, extra=server_section + extra)
+    write_config(root, entries, extra=server_section + extra, store_extra=store_extra)
     objects = objects or {}
     with app.open() as store:
         for object_id, (data, tier) in objects.items():
