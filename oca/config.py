@@ -87,6 +87,8 @@ class StoreConfig:
 
     index: Path
     disks: tuple[DiskConfig, ...]
+    disk_probe_timeout: float = 2.0
+    """Seconds a disk probe may take before the disk is reported failed (hung)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,15 @@ def _store(file: Path, raw: Any) -> StoreConfig:
     base = file.parent
     index = _resolve(base, s.get("index", str, required=True))
     raw_disks = s.get("disk", list, required=True)
+    probe_timeout = 2.0
+    value = s.get("disk_probe_timeout", (str, int, float))
+    if value is not None:
+        try:
+            probe_timeout = parse_duration(value)
+        except ValueError as e:
+            s.fail(str(e), "disk_probe_timeout")
+        if not 0.1 <= probe_timeout <= 300:
+            s.fail(f"must be between 0.1s and 300s, not {value!r}", "disk_probe_timeout")
     s.finish()
     if not raw_disks:
         s.fail("at least one [[store.disk]] is needed", "disk")
@@ -266,7 +277,7 @@ def _store(file: Path, raw: Any) -> StoreConfig:
     for d_cfg in disks:
         if idx.startswith(str(d_cfg.path) + os.sep):
             s.fail(f"index {idx} must not live on a data disk ({d_cfg.path})", "index")
-    return StoreConfig(index=Path(idx), disks=tuple(disks))
+    return StoreConfig(index=Path(idx), disks=tuple(disks), disk_probe_timeout=probe_timeout)
 
 
 def load_config(path: str | os.PathLike) -> Config:
