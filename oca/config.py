@@ -87,9 +87,8 @@ class StoreConfig:
 
     index: Path
     disks: tuple[DiskConfig, ...]
-    # A disk probe (or an open while serving) that does not return in this time marks the
-    # disk failed, "hung": a dying HDD retries a sector for ~30 s, a stuck mount forever.
     disk_probe_timeout: float = 2.0
+    """Seconds a disk probe may take before the disk is reported failed (hung)."""
 
 
 @dataclass(frozen=True)
@@ -234,14 +233,14 @@ def _store(file: Path, raw: Any) -> StoreConfig:
     index = _resolve(base, s.get("index", str, required=True))
     raw_disks = s.get("disk", list, required=True)
     probe_timeout = 2.0
-    raw_timeout = s.get("disk_probe_timeout", (str, int, float))
-    if raw_timeout is not None:
+    value = s.get("disk_probe_timeout", (str, int, float))
+    if value is not None:
         try:
-            probe_timeout = parse_duration(raw_timeout)
+            probe_timeout = parse_duration(value)
         except ValueError as e:
             s.fail(str(e), "disk_probe_timeout")
-        if not 0.01 <= probe_timeout <= 600:
-            s.fail(f"must be between 10ms and 600s, not {raw_timeout!r}", "disk_probe_timeout")
+        if not 0.1 <= probe_timeout <= 300:
+            s.fail(f"must be between 0.1s and 300s, not {value!r}", "disk_probe_timeout")
     s.finish()
     if not raw_disks:
         s.fail("at least one [[store.disk]] is needed", "disk")

@@ -53,6 +53,7 @@ class DiskHealth:
     state: str
     reason: str | None = None
     error: int | None = None  # errno of the OSError that failed the probe, if one did
+    hung: bool = False  # the probe did not answer in time (probe.py): failed, not sticky
 
     @property
     def servable(self) -> bool:
@@ -140,11 +141,12 @@ class Disk:
             return 0, 0
         return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
-    def capacity(self) -> int:
-        """Configured capacity, or the filesystem's size when none is configured."""
+    def capacity(self, fs_size: int | None = None) -> int:
+        """Configured capacity, or the filesystem's size when none is configured
+        (*fs_size* when the caller has it from a probe, else statvfs now)."""
         if self.configured_capacity is not None:
             return self.configured_capacity
-        return self.fs_space()[0]
+        return self.fs_space()[0] if fs_size is None else fs_size
 
     def device(self) -> str | None:
         """The block device holding this disk (longest mount point that contains it)."""

@@ -7,8 +7,11 @@ last transactions, which recovery repairs from the self-describing files
 (an object renamed into place is adopted again, a delete or move already done on
 disk is seen as a missing or stray file).
 
-Every change to the objects table bumps ``meta.generation`` in the same
-transaction, so a reader (the serving map) can tell cheaply that it must reload.
+Every change to what an object *is* appends its id to the change feed (the
+``changes`` table, by trigger, in the same transaction), whichever process makes
+it; the store watcher follows the feed and publishes deltas to the serving
+workers. All of the store's SQL is in this module: the rest of ``oca/storage``
+calls these methods, and everything outside it calls ``Store``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,6 +91,10 @@ _TRIGGERS = (
 )
 
 _LOCATION_COLS = "id, size, xxh3, disk, tier, content_type, mtime"
+
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` query: under SQLite's 999-variable limit of older builds."""
+
 _OBJECT_COLS = "id, size, xxh3, disk, tier, content_type, mtime, hits, bytes_served, last_hit"
 
 
@@ -144,10 +151,8 @@ class Index:
                     self.db.execute(stmt)
                 self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value < ?",
                                 (SCHEMA_VERSION, SCHEMA_VERSION))
-                self.db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('generation', 0)",
-                    (SCHEMA_VERSION,),
-                )
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                                (SCHEMA_VERSION,))
         self.db.execute("PRAGMA synchronous=NORMAL")
 
     @staticmethod
@@ -172,12 +177,6 @@ class Index:
         """``with index.read():`` one consistent snapshot for several queries."""
         return _Txn(self.db, "BEGIN")
 
-    def bump_generation(self) -> None:
-        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-
-    def generation(self) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
-
     # -- objects ------------------------------------------------------------
 
     def get(self, object_id: str) -> ObjectRecord | None:
@@ -196,12 +195,10 @@ class Index:
             (rec.id, rec.size, rec.xxh3, rec.disk, rec.tier, rec.content_type, rec.mtime,
              rec.hits, rec.bytes_served, rec.last_hit),
         )
-        self.bump_generation()
 
     def delete(self, object_id: str) -> None:
         """Drop *object_id*. In a write txn."""
         self.db.execute("DELETE FROM objects WHERE id=?", (object_id,))
-        self.bump_generation()
 
     def objects(self, tier: str | None = None, disk: str | None = None) -> Iterator[ObjectRecord]:
         """All objects, optionally of one tier or disk, ordered by id."""
@@ -217,6 +214,40 @@ class Index:
             sql += " WHERE " + " AND ".join(where)
         for row in self.db.execute(sql + " ORDER BY id", args):
             yield ObjectRecord(*row)
+
+    def location_rows(self) -> Iterator[tuple[str, int, str, str, str, str, float]]:
+        """(id, size, xxh3, disk, tier, content_type, mtime) of every object, streamed
+        from the cursor (not fetched whole). Hold ``read()`` for a consistent snapshot."""
+        return self.db.execute(f"SELECT {_LOCATION_COLS} FROM objects")
+
+    def location_rows_of(self, ids: Iterable[str]
+                         ) -> Iterator[tuple[str, int, str, str, str, str, float]]:
+        """The rows of ``location_rows`` for those of *ids* that are indexed, in chunks
+        of ``_IN_CHUNK`` ids per ``IN (...)`` query. Hold ``read()`` for one snapshot."""
+        batch: list[str] = []
+        for object_id in ids:
+            batch.append(object_id)
+            if len(batch) == _IN_CHUNK:
+                yield from self._location_rows_in(batch)
+                batch = []
+        if batch:
+            yield from self._location_rows_in(batch)
+
+    def _location_rows_in(self, batch: list[str]):
+        marks = ",".join("?" * len(batch))
+        return self.db.execute(
+            f"SELECT {_LOCATION_COLS} FROM objects WHERE id IN ({marks})", batch).fetchall()
+
+    def drop_disk(self, path: str, disk_id: str) -> int:
+        """A disk was replaced by a new, empty filesystem with marker *disk_id*: forget its
+        objects, tombstones, reservations and failure. Returns the objects dropped."""
+        with self.write() as db:
+            dropped = db.execute("DELETE FROM objects WHERE disk=?", (path,)).rowcount
+            db.execute("DELETE FROM tombstones WHERE disk=?", (path,))
+            db.execute("DELETE FROM reservations WHERE disk=?", (path,))
+            db.execute("UPDATE disks SET disk_id=?, failed=0, reason=NULL, since=NULL "
+                       "WHERE path=?", (disk_id, path))
+        return dropped
 
     def change_seq(self) -> int:
         """The newest change-feed position (0 when there has been none)."""
@@ -234,22 +265,6 @@ class Index:
             return [], seq, True
         complete = len(rows) <= limit and (first is None or first <= seq + 1)
         return [i for _, i in rows[:limit]], rows[min(len(rows), limit) - 1][0], complete
-
-    def location_rows(self, ids: Iterable[str] | None = None) -> Iterator[tuple]:
-        """(id, size, xxh3, disk, tier, content_type, mtime) of the objects *ids* (those
-        indexed), or of every object when *ids* is None, streamed; call inside read()
-        for one consistent view."""
-        if ids is None:
-            yield from self.db.execute(f"SELECT {_LOCATION_COLS} FROM objects")
-            return
-        ids = list(ids)
-        # SQLite's default limit on host parameters is 32,766 (since 3.32): chunks of
-        # 10,000 ids, one query each; 100,000 ids take ~0.2 s.
-        for i in range(0, len(ids), 10_000):
-            chunk = ids[i:i + 10_000]
-            yield from self.db.execute(
-                f"SELECT {_LOCATION_COLS} FROM objects WHERE id IN "
-                f"({','.join('?' * len(chunk))})", chunk)
 
     def prune_changes(self, keep: int = 100_000) -> int:
         """Drop all but the newest *keep* changes (a reader that falls behind reloads)."""
@@ -270,7 +285,8 @@ class Index:
     def add_hits(self, counts: Iterable[tuple[str, int, int, float]]) -> None:
         """Add (id, hits, bytes, last_hit) rows to the counters, in one transaction.
 
-        Counters are not content: they do not bump the generation.
+        Counters are not content: they add nothing to the change feed. Ids that are
+        not indexed (deleted since they were served) are ignored.
         """
         with self.write():
             self.db.executemany(
@@ -302,7 +318,6 @@ class Index:
                 "UPDATE disks SET failed=?, reason=?, since=? WHERE path=?",
                 (1 if reason else 0, reason, time.time() if reason else None, path),
             )
-            self.bump_generation()
 
     # -- reservations -------------------------------------------------------
 
@@ -315,6 +330,16 @@ class Index:
             "INSERT INTO reservations VALUES (?,?,?,?,?)",
             (token, disk, nbytes, os.getpid(), time.time()),
         )
+
+    def release_dead(self, alive: Callable[[int], bool]) -> int:
+        """Drop the reservations of processes that are gone (killed mid-ingest). In a
+        write txn. Returns the reservations dropped."""
+        dead = [pid for (pid,) in self.db.execute("SELECT DISTINCT pid FROM reservations")
+                if not alive(pid)]
+        n = 0
+        for pid in dead:
+            n += self.db.execute("DELETE FROM reservations WHERE pid=?", (pid,)).rowcount
+        return n
 
     def release(self, token: str) -> None:
         self.db.execute("DELETE FROM reservations WHERE token=?", (token,))

@@ -1,15 +1,18 @@
-"""The serving map: id -> where its bytes are, in memory.
+"""Where an object's bytes are: index rows turned into ``ObjectLocation`` values.
 
-The serving path never queries SQLite (DESIGN.md): the store watcher of ``oca serve``
-reads this map from the index (``Store.serving_map``) and the locations of what changed
-(``Store.locations``), and sends them to the workers. The SQL is the index's
-(``Index.location_rows``); this module makes the rows into locations.
+The serving path never queries SQLite per request (DESIGN.md): the store watcher
+reads the whole map once (``build_serving_map``), then follows the change feed and
+reads only the changed ids (``locations``), and publishes deltas to the workers.
+The SQL is in index.py; this module only builds the values (one shared ``str`` per
+disk, tier and content type, so that a million entries stay small). ``Store``
+(store.py) is the face callers use: ``Store.serving_map`` and ``Store.locations``.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from xxhash import xxh3_64_hexdigest
@@ -28,13 +31,44 @@ class ObjectLocation(NamedTuple):
     mtime: int  # whole seconds: HTTP dates have no finer resolution
 
 
-def locations(index: Index, ids) -> dict[str, ObjectLocation | None]:
-    """The location of every id in *ids* (None: not indexed), read in one transaction."""
-    out: dict[str, ObjectLocation | None] = dict.fromkeys(ids)
+class _Builder:
+    """Turns location rows into ObjectLocations, sharing repeated strings."""
+
+    def __init__(self, servable_disks: set[str] | None = None):
+        self.servable_disks = servable_disks
+        self.prefixes: dict[str, str] = {}
+        self.shared: dict[str, str] = {}
+
+    def __call__(self, row) -> ObjectLocation | None:
+        oid, size, digest, disk, tier, ctype, mtime = row
+        prefix = self.prefixes.get(disk)
+        if prefix is None:
+            if self.servable_disks is not None and disk not in self.servable_disks:
+                return None
+            prefix = self.prefixes[disk] = os.path.join(disk, layout.OBJECTS) + os.sep
+            self.shared.setdefault(disk, disk)
+        shared = self.shared
+        h = xxh3_64_hexdigest(oid.encode())
+        return ObjectLocation(
+            f"{prefix}{h[:2]}/{h[2:4]}/{oid}.{digest}", size, digest,
+            shared.setdefault(tier, tier), shared.setdefault(ctype, ctype),
+            shared[disk], int(mtime))
+
+
+def location(index: Index, object_id: str) -> ObjectLocation | None:
+    """The location of one object, or None when it is not indexed."""
+    return locations(index, (object_id,))[object_id]
+
+
+def locations(index: Index, ids: Iterable[str]) -> dict[str, ObjectLocation | None]:
+    """Every id of *ids* -> its location, or None when it is not indexed; one read
+    transaction, ``IN (...)`` queries of a few hundred ids each."""
+    wanted = list(dict.fromkeys(ids))
+    out: dict[str, ObjectLocation | None] = dict.fromkeys(wanted)
+    build = _Builder()
     with index.read():
-        for oid, size, digest, disk, tier, ctype, mtime in index.location_rows(out):
-            out[oid] = ObjectLocation(layout.object_path(disk, oid, digest), size, digest,
-                                      tier, ctype, disk, int(mtime))
+        for row in index.location_rows_of(wanted):
+            out[row[0]] = build(row)
     return out
 
 
@@ -43,8 +77,7 @@ def build_serving_map(
 ) -> tuple[int, dict[str, ObjectLocation]]:
     """(change-feed position, map) for every object on *servable_disks* (None: on any
     disk), read in one transaction."""
-    prefixes: dict[str, str] = {}
-    shared: dict[str, str] = {}  # one str object per distinct tier and content type
+    build = _Builder(servable_disks)
     out: dict[str, ObjectLocation] = {}
     # Building a million tuples would trigger the cyclic GC hundreds of times for
     # nothing (none of these objects can form a cycle): measured 25-30% of the time.
@@ -53,18 +86,10 @@ def build_serving_map(
     try:
         with index.read():
             seq = index.change_seq()
-            for oid, size, digest, disk, tier, ctype, mtime in index.location_rows():
-                prefix = prefixes.get(disk)
-                if prefix is None:
-                    if servable_disks is not None and disk not in servable_disks:
-                        continue
-                    prefix = prefixes[disk] = os.path.join(disk, layout.OBJECTS) + os.sep
-                    shared.setdefault(disk, disk)
-                h = xxh3_64_hexdigest(oid.encode())
-                out[oid] = ObjectLocation(
-                    f"{prefix}{h[:2]}/{h[2:4]}/{oid}.{digest}", size, digest,
-                    shared.setdefault(tier, tier), shared.setdefault(ctype, ctype),
-                    shared[disk], int(mtime))
+            for row in index.location_rows():
+                loc = build(row)
+                if loc is not None:
+                    out[row[0]] = loc
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -1,118 +1,61 @@
-"""Disk probes that cannot hang the caller.
+"""Disk probes with a timeout, each in a forked child.
 
-A call into a hung filesystem (a dying HDD retrying a sector, a stuck network or FUSE
-mount) does not return, and a thread blocked in one keeps its whole process from exiting:
-once a FUSE request has gone to the daemon the kernel waits for the answer
-uninterruptibly, SIGKILL included. So every probe runs in a forked child that sends its
-findings back through a pipe; the caller waits at most *timeout* for all disks at once
-and reports a disk whose child has not answered as failed, ``hung``. The child is left
-to finish whenever the disk answers and reaped then; while it is still stuck no second
-one is forked for that disk (the disk stays hung). A hang is not made sticky in the index:
-it can clear, unlike an I/O error.
+A disk that stops answering (a dying HDD retrying a sector for 30 s, a hung NFS
+or FUSE mount) blocks the calling thread in an uninterruptible wait: a thread
+cannot be cancelled, and a process with such a thread cannot even exit. So every
+probe that touches a disk (isdir, the marker read, statvfs, realpath for the
+device) runs in a child forked for it, which sends its findings back on a pipe;
+the parent polls all the pipes at once (the disks are probed in parallel) until
+the timeout. A child that has not answered by then is abandoned, not waited for:
+its pid is remembered per disk, reaped later with WNOHANG, and while it is still
+stuck no second child is forked for that disk (it would only hang beside it) and
+the disk is reported hung again at once.
+
+A hung disk is reported ``failed`` with ``hung`` in the reason and
+``DiskHealth.hung`` set; unlike an I/O error it is not made sticky in the index,
+because a hang can clear by itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import select
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from .disk import FAILED, Disk, DiskHealth
-
-_stuck: dict[str, tuple[int, float]] = {}  # disk path -> (pid of its stuck probe, since)
 
 
 @dataclass
 class DiskFacts:
-    """What a probe learnt of one disk: its health, its filesystem's size and free bytes
-    ((0, 0) when failed), and, when asked, psutil's I/O counters of its device."""
+    """What one probe learnt about a disk: health, filesystem space, I/O counters."""
 
     health: DiskHealth
     fs_size: int = 0
-    fs_free: int = 0
-    io: dict | None = None
+    fs_free: int = 0  # bytes free for us (f_bavail)
+    io: dict | None = field(default=None)
 
 
-def _gather(disk: Disk, io: bool) -> DiskFacts:
+def _facts(disk: Disk, with_io: bool) -> DiskFacts:
+    """The probe itself (runs in the child): the calls that block on a hung mount."""
     h = disk.probe()
     if h.state == FAILED:
         return DiskFacts(h)
     size, free = disk.fs_space()
-    return DiskFacts(h, size, free, disk.io_counters() if io else None)
+    return DiskFacts(h, size, free, disk.io_counters() if with_io else None)
 
 
-def hung(timeout: float, since: float) -> DiskHealth:
-    """A disk whose probe has not answered since *since* (epoch seconds)."""
-    return DiskHealth(FAILED, f"hung: no answer to a probe in {timeout:g} s (since "
-                              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))})")
+def hung_health(reason: str) -> DiskHealth:
+    return DiskHealth(FAILED, f"hung: {reason}", hung=True)
 
 
-def probe_disks(disks: list[Disk], timeout: float, io: bool = False) -> dict[str, DiskFacts]:
-    """Probe every disk in *disks* in parallel, each in a child process; a disk that does
-    not answer within *timeout* seconds is FAILED with ``hung`` in the reason."""
-    _reap()
-    out: dict[str, DiskFacts] = {}
-    pending: dict[int, tuple[Disk, int, bytearray]] = {}  # read fd -> (disk, pid, data)
-    for disk in disks:
-        stuck = _stuck.get(disk.path)
-        if stuck is not None:
-            out[disk.path] = DiskFacts(hung(timeout, stuck[1]))
-            continue
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: probe, answer, exit without running any cleanup
-            code = 0
-            try:
-                # Keep nothing of the parent's open but the pipe: a child stuck on the
-                # disk must not hold the caller's stdout (a shell waiting for EOF) or
-                # sockets (peers waiting for the close) open.
-                null = os.open(os.devnull, os.O_RDWR)
-                for std in (0, 1, 2):
-                    os.dup2(null, std)
-                os.closerange(3, w)
-                os.closerange(w + 1, _max_fd())
-                data = pickle.dumps(_gather(disk, io))
-                with contextlib.suppress(OSError):
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(w, view):]
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(w)
-        pending[r] = (disk, pid, bytearray())
-    deadline = time.monotonic() + timeout
-    try:
-        while pending:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                break
-            ready, _, _ = select.select(list(pending), [], [], wait)
-            for r in ready:
-                chunk = os.read(r, 1 << 16)
-                disk, pid, data = pending[r]
-                if chunk:
-                    data += chunk
-                    continue
-                del pending[r]
-                os.close(r)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-                try:
-                    out[disk.path] = pickle.loads(data)
-                except Exception:
-                    out[disk.path] = DiskFacts(DiskHealth(FAILED, "probe failed: no answer"))
-    finally:
-        started = time.time() - timeout
-        for r, (disk, pid, _) in pending.items():
-            os.close(r)
-            _stuck[disk.path] = (pid, started)
-            out[disk.path] = DiskFacts(hung(timeout, started))
-    return {d.path: out[d.path] for d in disks}
+def _clock(monotonic: float) -> str:
+    """The wall-clock time of a monotonic reading: a reason that stays the same text
+    from probe to probe (the store watcher tells the workers only of changes)."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() - time.monotonic()
+                                                     + monotonic))
 
 
 def _max_fd() -> int:
@@ -122,12 +65,101 @@ def _max_fd() -> int:
         return 1 << 16
 
 
-def _reap() -> None:
-    """Forget the stuck probes that have finished since."""
-    for path, (pid, _) in list(_stuck.items()):
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            del _stuck[path]
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True  # reaped by someone else (a SIGCHLD handler): gone all the same
+
+
+class DiskProber:
+    """Runs probes in forked children; remembers the children that hung, per disk.
+
+    One per process (``Store`` holds one). Not thread-safe.
+    """
+
+    def __init__(self, close_in_child: Iterable[int] = ()):
+        # disk path -> (pid of the stuck child, monotonic time it was forked)
+        self._stuck: dict[str, tuple[int, float]] = {}
+        self._exiting: list[int] = []  # answered, closed the pipe, not yet reaped
+        self.close_in_child = close_in_child
+
+    def stuck(self) -> dict[str, int]:
+        """disk path -> pid of a probe child that has not answered yet."""
+        self._reap()
+        return {path: pid for path, (pid, _) in self._stuck.items()}
+
+    def _reap(self) -> None:
+        self._exiting = [pid for pid in self._exiting if not _reaped(pid)]
+        for path, (pid, _) in list(self._stuck.items()):
+            if _reaped(pid):
+                del self._stuck[path]
+
+    def run(self, disks: Iterable[Disk], timeout: float, with_io: bool = False
+            ) -> dict[str, DiskFacts]:
+        """Probe *disks* in parallel; disk path -> facts, a disk that does not answer
+        within *timeout* seconds reported hung."""
+        self._reap()
+        out: dict[str, DiskFacts] = {}
+        pending: dict[int, tuple[Disk, int, bytearray]] = {}
+        started = time.monotonic()
+        for disk in disks:
+            if disk.record is None or disk.record.failed:
+                out[disk.path] = DiskFacts(disk.probe())  # answered from the index, no I/O
+                continue
+            if disk.path in self._stuck:
+                since = self._stuck[disk.path][1]
+                out[disk.path] = DiskFacts(hung_health(
+                    f"no answer to a probe in {timeout:g} s (since {_clock(since)})"))
+                continue
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: probe, answer, exit without running any cleanup
+                code = 1
+                try:
+                    # Keep nothing of the parent's open but the pipe: a child stuck on
+                    # the disk must not hold the store's flock, the caller's stdout (a
+                    # shell waiting for EOF) or sockets (peers waiting for the close).
+                    null = os.open(os.devnull, os.O_RDWR)
+                    for std in (0, 1, 2):
+                        os.dup2(null, std)
+                    os.closerange(3, w)
+                    os.closerange(w + 1, _max_fd())
+                    data = memoryview(pickle.dumps(_facts(disk, with_io)))
+                    while data:
+                        data = data[os.write(w, data):]
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(w)
+            pending[r] = (disk, pid, bytearray())
+        poller = select.poll()
+        for fd in pending:
+            poller.register(fd, select.POLLIN)
+        deadline = started + timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for fd, _ in poller.poll(left * 1000):
+                disk, pid, buf = pending[fd]
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    buf += chunk
+                    continue
+                poller.unregister(fd)
+                os.close(fd)
+                del pending[fd]
+                # The child closed the pipe by exiting; should its exit linger, reap later.
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    self._exiting.append(pid)
+                try:
+                    out[disk.path] = pickle.loads(buf)
+                except Exception:  # the child died before answering (OOM kill, crash)
+                    out[disk.path] = DiskFacts(DiskHealth(FAILED, "probe process died"))
+        for fd, (disk, pid, _) in pending.items():
+            os.close(fd)
+            self._stuck[disk.path] = (pid, started)
+            out[disk.path] = DiskFacts(hung_health(
+                f"no answer to a probe in {timeout:g} s (since {_clock(started)})"))
+        return out

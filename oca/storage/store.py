@@ -51,7 +51,7 @@ from .disk import (
 )
 from .index import Index, ObjectRecord
 from .lookup import ObjectLocation, build_serving_map, locations
-from .probe import DiskFacts, probe_disks
+from .probe import DiskFacts, DiskProber
 
 COPY_CHUNK = 1 << 20
 """Bytes per read/write while copying: large enough that syscalls cost little
@@ -129,9 +129,12 @@ class Store:
         self._lock_fd: int | None = None
         self._lock_depth = 0
         self.disks: dict[str, Disk] = {}
+        self._prober = DiskProber()
         self.reload_disks()
 
     def close(self) -> None:
+        """Close the index and the lock. Probe children still stuck on a hung disk are
+        left to init (they cannot be killed out of an uninterruptible wait)."""
         self.index.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -210,6 +213,8 @@ class Store:
     def _locked(self, mode: int) -> Iterator[None]:
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # A probe child stuck on a hung disk must not keep the flock held after we die.
+            self._prober.close_in_child = (self._lock_fd,)
         if self._lock_depth:
             # Re-entrant within one process: the outer hold already covers us.
             self._lock_depth += 1
@@ -236,47 +241,57 @@ class Store:
 
     # -- health -------------------------------------------------------------
 
-    def probe(self, disk: Disk) -> DiskHealth:
-        """``disk.probe()`` in a child process, waited for at most ``[store]
-        disk_probe_timeout`` (probe.py: a disk that does not answer is failed, ``hung``);
-        an I/O error the probe meets is made sticky, as one met while reading or writing
-        is (disk.py): a flaky disk must not drift back into service. Not inside an index
-        transaction (it may write the failure)."""
-        return self.probe_all([disk])[disk.path]
+    @property
+    def probe_timeout(self) -> float:
+        """``[store] disk_probe_timeout``: seconds before a silent disk is reported hung."""
+        return self.config.store.disk_probe_timeout
 
-    def probe_all(self, disks: list[Disk] | None = None) -> dict[str, DiskHealth]:
-        """:meth:`probe` of every disk (or of *disks*), in parallel."""
-        return {p: f.health for p, f in self._facts(disks).items()}
-
-    def _facts(self, disks: list[Disk] | None = None, io: bool = False) -> dict[str, DiskFacts]:
-        disks = list(self.disks.values()) if disks is None else disks
-        facts = probe_disks(disks, self.config.store.disk_probe_timeout, io)
-        for disk in disks:
-            h = facts[disk.path].health
-            if h.io_error:
-                self.mark_failed(disk, h.reason or "I/O error")
+    def _probe_facts(self, disks: Iterable[Disk], timeout: float | None = None,
+                     with_io: bool = False) -> dict[str, DiskFacts]:
+        """Probe *disks* in parallel, each in a forked child (probe.py), within *timeout*
+        (default ``probe_timeout``); make an I/O error sticky, as one met while reading or
+        writing is (disk.py): a flaky disk must not drift back into service. A hang is
+        not made sticky. Not inside an index transaction (it may write a failure)."""
+        disks = list(disks)
+        facts = self._prober.run(disks, self.probe_timeout if timeout is None else timeout,
+                                 with_io)
+        failed = [d for d in disks if facts[d.path].health.io_error]
+        for disk in failed:
+            self.index.set_disk_failed(disk.path, facts[disk.path].health.reason or "I/O error")
+        if failed:
+            self.reload_disks()
         return facts
+
+    def probe(self, disk: Disk, timeout: float | None = None) -> DiskHealth:
+        """Probe one disk (sticky failure, marker, read-only flag), in a child, within
+        *timeout* seconds (default ``probe_timeout``): a disk that does not answer is
+        ``failed`` with ``hung`` in the reason. Never blocks longer, never raises."""
+        return self._probe_facts([disk], timeout)[disk.path].health
+
+    def probe_all(self, timeout: float | None = None) -> dict[str, DiskHealth]:
+        """Probe every configured disk in parallel (the store watcher's round): disk path
+        -> health, within *timeout* seconds in all (default ``probe_timeout``). The disks'
+        index records (sticky failures set by other processes) are re-read first."""
+        self.reload_disks()
+        return {p: f.health for p, f in self._probe_facts(self.disks.values(), timeout).items()}
 
     def health(self, disk: Disk, usage: dict | None = None, reserved: dict | None = None,
                facts: DiskFacts | None = None) -> DiskHealth:
-        """The disk's health including ``full`` from accounting and filesystem space."""
-        facts = self._facts([disk])[disk.path] if facts is None else facts
+        """The disk's health including ``full`` from accounting and filesystem space
+        (probing it first unless *facts* of a probe are given)."""
+        facts = self._probe_facts([disk])[disk.path] if facts is None else facts
         h = facts.health
         if h.state != OK:
             return h
         usage = self.index.usage_by_disk() if usage is None else usage
         reserved = self.index.reserved_by_disk() if reserved is None else reserved
         used = usage.get(disk.path, (0, 0))[1] + reserved.get(disk.path, 0)
-        cap = disk.configured_capacity or facts.fs_size
+        cap = disk.capacity(facts.fs_size)
         if used >= cap:
             return DiskHealth(FULL, f"capacity {format_size(cap)} used up")
         if facts.fs_free <= MIN_FREE:
             return DiskHealth(FULL, "filesystem full")
         return h
-
-    def servable_disks(self) -> set[str]:
-        """Paths of disks whose objects may be served."""
-        return {p for p, d in self.disks.items() if self.probe(d).servable}
 
     def mark_failed(self, disk: Disk, reason: str) -> None:
         """Record a sticky failure: the disk's objects stop being servable."""
@@ -289,6 +304,42 @@ class Store:
         self.index.set_disk_failed(disk.path, None)
         self.reload_disks()
         return self.health(self.disks[disk.path])
+
+    # -- the store watcher's view ------------------------------------------
+
+    def serving_map(self) -> tuple[int, dict[str, ObjectLocation]]:
+        """(change-feed position, id -> location of every indexed object), read in one
+        transaction. Objects on failed disks are included: whether a disk is servable
+        is the watcher's to decide from ``probe_all``, not a filter here."""
+        return build_serving_map(self.index)
+
+    def change_seq(self) -> int:
+        """The newest change-feed position (0 when there has been none)."""
+        return self.index.change_seq()
+
+    def changes_since(self, seq: int, limit: int) -> tuple[list[str], int, bool]:
+        """(ids changed after *seq*, newest seq returned, complete). Ids may repeat. Not
+        complete when the feed was pruned past *seq* or holds more than *limit* changes:
+        the caller then takes the next batch from the returned seq or, when pruned,
+        reloads ``serving_map()``."""
+        return self.index.changes_since(seq, limit)
+
+    def locations(self, ids: Iterable[str]) -> dict[str, ObjectLocation | None]:
+        """Every id of *ids* -> its location, or None when it is not indexed (deleted),
+        read in one transaction with ``IN (...)`` queries of 500 ids. Measured: 100,000
+        ids against an index of 100,000 objects in 0.25 s (tests/storage/test_watcher_api.py
+        ``test_locations_of_100000_ids``)."""
+        return locations(self.index, ids)
+
+    def add_hits(self, counts: Iterable[tuple[str, int, int, float]]) -> None:
+        """Add (id, hits, body bytes sent, last-hit epoch) to the objects' counters, in one
+        transaction; ids that are not indexed are ignored. Not a change-feed event."""
+        self.index.add_hits(counts)
+
+    def prune_changes(self, keep: int = 100_000) -> int:
+        """Drop all but the newest *keep* change-feed entries; returns how many went. A
+        reader that falls behind the pruned feed reloads ``serving_map()``."""
+        return self.index.prune_changes(keep)
 
     def replace_disk(self, path: str, force: bool = False) -> int:
         """Operator action: the disk at *path* was swapped for a new, empty filesystem.
@@ -327,13 +378,7 @@ class Store:
                     layout.ensure_dir(os.path.join(disk.path, sub))
             except OSError as e:
                 raise StoreError(f"cannot initialise disk {disk.path}: {e.strerror or e}") from None
-            with self.index.write() as db:
-                dropped = db.execute("DELETE FROM objects WHERE disk=?", (disk.path,)).rowcount
-                db.execute("DELETE FROM tombstones WHERE disk=?", (disk.path,))
-                db.execute("DELETE FROM reservations WHERE disk=?", (disk.path,))
-                db.execute("UPDATE disks SET disk_id=?, failed=0, reason=NULL, since=NULL "
-                           "WHERE path=?", (disk_id, disk.path))
-                self.index.bump_generation()
+            dropped = self.index.drop_disk(disk.path, disk_id)
             self.reload_disks()
         return dropped
 
@@ -441,7 +486,7 @@ class Store:
         (recovery removes it later: it is a stray once the index names another file)."""
         path = self.path_of(rec)
         disk = self.disks.get(rec.disk)
-        if disk is None or disk.probe().state != OK:
+        if disk is None or self.probe(disk).state != OK:
             return False
         try:
             os.unlink(path)
@@ -457,12 +502,9 @@ class Store:
                  skip: dict[str, str], fault: str) -> tuple[Disk, str]:
         """Choose a disk of *tier* with room for *size* bytes and reserve the room."""
         token = uuid.uuid4().hex
-        probed = self._facts([d for d in self.disks.values() if d.tier == tier])
-        with self.index.write() as db:
-            stale = [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM reservations")
-                     if not _pid_alive(pid)]
-            for pid in stale:
-                db.execute("DELETE FROM reservations WHERE pid=?", (pid,))
+        probed = self._probe_facts(d for d in self.disks.values() if d.tier == tier)
+        with self.index.write():
+            self.index.release_dead(_pid_alive)
             usage = self.index.usage_by_disk()
             reserved = self.index.reserved_by_disk()
             reasons = dict(skip)
@@ -474,9 +516,9 @@ class Store:
                 if h.state not in (OK, FULL):
                     reasons[disk.path] = f"{h.state} ({h.reason})"
                     continue
-                cap = disk.capacity()
+                cap = disk.capacity(probed[disk.path].fs_size)
                 used = usage.get(disk.path, (0, 0))[1] + reserved.get(disk.path, 0)
-                room = min(cap - used, disk.fs_space()[1] - MIN_FREE)
+                room = min(cap - used, probed[disk.path].fs_free - MIN_FREE)
                 candidates.append(placement.Candidate(disk.path, cap, used, room))
                 if room < size:
                     reasons[disk.path] = f"{format_size(max(room, 0))} free"
@@ -630,56 +672,31 @@ class Store:
             raise StoreError(f"object {object_id!r} was changed by another process meanwhile; "
                              "try again")
 
-    # -- the serving side (oca serve's store watcher) ------------------------
-
-    def serving_map(self) -> tuple[int, dict[str, ObjectLocation]]:
-        """(change-feed position, id -> location of every object), one read."""
-        return build_serving_map(self.index)
-
-    def change_seq(self) -> int:
-        """The newest change-feed position."""
-        return self.index.change_seq()
-
-    def changes_since(self, seq: int, limit: int) -> tuple[list[str], int, bool]:
-        """Index.changes_since: the ids changed after *seq* (at most *limit*)."""
-        return self.index.changes_since(seq, limit)
-
-    def locations(self, ids: Iterable[str]) -> dict[str, ObjectLocation | None]:
-        """The location of every id in *ids* (None: not indexed), in one read."""
-        return locations(self.index, ids)
-
-    def add_hits(self, counts: Iterable[tuple[str, int, int, float]]) -> None:
-        """Add (id, hits, body bytes, last-hit epoch) to the objects' counters, in one
-        transaction; ids no longer indexed are passed over."""
-        self.index.add_hits(counts)
-
-    def prune_changes(self, keep: int = 100_000) -> int:
-        """Drop all but the newest *keep* changes of the feed."""
-        return self.index.prune_changes(keep)
-
     # -- status -------------------------------------------------------------
 
     def status(self, io: bool = True) -> dict:
-        """Per tier and per disk: capacity, used, objects, health, I/O counters."""
+        """Per tier and per disk: capacity, used, objects, health, I/O counters. The disks
+        are probed in parallel within ``probe_timeout`` (a hung disk is ``failed`` with
+        ``hung`` in its reason), so this returns in about that time at worst."""
         self.reload_disks()
         usage = self.index.usage_by_disk()
         reserved = self.index.reserved_by_disk()
         disks = []
         tiers = {t: {"capacity": 0, "used": 0, "objects": 0, "disks": 0, "healthy": 0}
                  for t in TIERS}
-        facts = self._facts(io=io)
+        probed = self._probe_facts(self.disks.values(), with_io=io)
         for disk in self.disks.values():
-            f = facts[disk.path]
-            h = self.health(disk, usage, reserved, f)
+            facts = probed[disk.path]
+            h = self.health(disk, usage, reserved, facts)
             n, used = usage.get(disk.path, (0, 0))
-            fs_size, fs_free = (f.fs_size, f.fs_free) if h.state != FAILED else (0, 0)
-            cap = (disk.configured_capacity or fs_size) if h.state != FAILED or \
-                disk.configured_capacity else 0
+            fs_size, fs_free = (facts.fs_size, facts.fs_free) if h.state != FAILED else (0, 0)
+            cap = (disk.capacity(facts.fs_size) if h.state != FAILED or disk.configured_capacity
+                   else 0)
             disks.append({
                 "path": disk.path, "tier": disk.tier, "state": h.state, "reason": h.reason,
                 "capacity": cap, "used": used, "reserved": reserved.get(disk.path, 0),
                 "objects": n, "fs_size": fs_size, "fs_free": fs_free,
-                "io": f.io if io and h.state != FAILED else None,
+                "io": facts.io if h.state != FAILED else None,
             })
             t = tiers[disk.tier]
             t["capacity"] += cap

@@ -34,6 +34,7 @@ from oca.storage import layout
 from oca.storage.index import ObjectRecord
 from oca.storage.lookup import build_serving_map
 from tests.conftest import Appliance, make_appliance, make_file
+from tests.storage import servable
 
 OBJECT = "title-1080p.mp4"
 SIZE = 3 * 1024 * 1024 + 4321  # four copy chunks (store.COPY_CHUNK is 1 MiB), the last short
@@ -111,14 +112,14 @@ def check_consistent(app: Appliance) -> dict[str, ObjectRecord]:
         records = {r.id: r for r in store.index.objects()}
         assert store.index.reserved_by_disk() == {}, "reservations left after recovery"
         assert store.index.quarantined() == []
-        servable = store.servable_disks()
-        _, serving = build_serving_map(store.index, servable)
+        servable_paths = servable(store)
+        _, serving = build_serving_map(store.index, servable_paths)
         indexed_paths = {store.path_of(r): r for r in records.values()}
     on_disk = sorted(files["objects"])
     assert on_disk == sorted(indexed_paths), "disks and index disagree"
     for path, rec in indexed_paths.items():
         assert layout.parse_object_name(os.path.basename(path)) == (rec.id, rec.xxh3)
-        assert rec.disk in servable
+        assert rec.disk in servable_paths
         assert digest_file(path) == (rec.xxh3, rec.size), f"{rec.id}: bytes differ from index"
         assert serving[rec.id].path == path
     assert set(serving) == set(records)

@@ -24,6 +24,7 @@ from oca.storage import faults, layout
 from oca.storage.lookup import ObjectLocation, build_serving_map
 from tests.conftest import Appliance, make_appliance, make_file
 from tests.mounts import Mount, Mounts, mounts, needs_root
+from tests.storage import servable
 
 __all__ = ["mounts"]  # the fixture, imported for pytest
 
@@ -71,7 +72,7 @@ class Rig:
 
     def serving(self) -> dict[str, ObjectLocation]:
         with self.app.open() as store:
-            return build_serving_map(store.index, store.servable_disks())[1]
+            return build_serving_map(store.index, servable(store))[1]
 
     def index_disk(self, m: Mount):
         with self.app.open() as store:

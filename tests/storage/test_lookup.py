@@ -9,6 +9,7 @@ from oca.storage import layout
 from oca.storage.index import Index
 from oca.storage.lookup import ObjectLocation, build_serving_map, locations
 from tests.conftest import make_file
+from tests.storage import servable
 
 
 def put_three(store, tmp_path):
@@ -22,7 +23,7 @@ def put_three(store, tmp_path):
 
 def test_map_holds_exact_locations(store, appliance, tmp_path):
     data = put_three(store, tmp_path)
-    generation, serving = build_serving_map(store.index, store.servable_disks())
+    generation, serving = build_serving_map(store.index, servable(store))
     ssd0, flash0, hdd0 = (str(appliance.disks[t][0]) for t in ("ssd", "flash", "hdd"))
     d = {k: digest_bytes(v) for k, v in data.items()}
     mtimes = {r.id: int(r.mtime) for r in store.index.objects()}
@@ -44,7 +45,7 @@ def test_map_holds_exact_locations(store, appliance, tmp_path):
 
 
 def test_empty_index(store):
-    generation, serving = build_serving_map(store.index, store.servable_disks())
+    generation, serving = build_serving_map(store.index, servable(store))
     assert serving == {}
     assert generation == store.index.change_seq() == 0
 
@@ -55,22 +56,22 @@ def test_objects_on_non_servable_disks_are_left_out(store, appliance, tmp_path):
     flash0 = str(appliance.disks["flash"][0])
     store.mark_failed(store.disks[ssd0], "I/O error")
     os.unlink(os.path.join(flash0, layout.MARKER))  # the mount vanished
-    servable = store.servable_disks()
-    assert servable == {str(p) for p in appliance.disks["hdd"]}
-    generation, serving = build_serving_map(store.index, servable)
+    servable_paths = servable(store)
+    assert servable_paths == {str(p) for p in appliance.disks["hdd"]}
+    generation, serving = build_serving_map(store.index, servable_paths)
     assert sorted(serving) == ["c"]
     assert generation == store.index.change_seq()
 
 
 def test_generation_follows_changes(store, tmp_path):
     src = make_file(tmp_path / "s", 100)
-    g0, m0 = build_serving_map(store.index, store.servable_disks())
+    g0, m0 = build_serving_map(store.index, servable(store))
     store.put("x", src, "ssd")
-    g1, m1 = build_serving_map(store.index, store.servable_disks())
+    g1, m1 = build_serving_map(store.index, servable(store))
     store.move("x", "hdd")
-    g2, m2 = build_serving_map(store.index, store.servable_disks())
+    g2, m2 = build_serving_map(store.index, servable(store))
     store.delete("x")
-    g3, m3 = build_serving_map(store.index, store.servable_disks())
+    g3, m3 = build_serving_map(store.index, servable(store))
     assert g0 < g1 < g2 < g3
     assert g3 == store.index.change_seq()
     assert (m0, m3) == ({}, {})
@@ -82,12 +83,12 @@ def test_read_only_index_of_a_worker(store, appliance, tmp_path):
     data = put_three(store, tmp_path)
     reader = Index(appliance.config().store.index, readonly=True)
     try:
-        generation, serving = build_serving_map(reader, store.servable_disks())
+        generation, serving = build_serving_map(reader, servable(store))
         assert generation == store.index.change_seq()
         assert {k: (v.size, v.xxh3) for k, v in serving.items()} == {
             k: (len(v), digest_bytes(v)) for k, v in data.items()}
         store.delete("a.mp4")
-        generation2, serving2 = build_serving_map(reader, store.servable_disks())
+        generation2, serving2 = build_serving_map(reader, servable(store))
         assert generation2 == generation + 1
         assert sorted(serving2) == ["b.m4s", "c"]
     finally:

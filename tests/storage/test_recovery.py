@@ -21,7 +21,7 @@ def all_files(store: Store) -> list[str]:
 
 
 def state(store: Store) -> tuple:
-    return (store.index.generation(), list(store.index.objects()), all_files(store),
+    return (store.change_seq(), list(store.index.objects()), all_files(store),
             store.index.quarantined())
 
 
@@ -69,7 +69,7 @@ def test_leftover_temp_file_is_removed(filled, appliance):
     assert report.changed is True
     assert not tmp.exists()
     assert os.listdir(layout.tmp_dir(flash0)) == []
-    assert (before[0], before[1]) == (filled.index.generation(), list(filled.index.objects()))
+    assert (before[0], before[1]) == (filled.change_seq(), list(filled.index.objects()))
     assert recover(filled).changed is False
 
 
@@ -77,7 +77,7 @@ def test_unindexed_committed_file_is_adopted(filled, appliance):
     hdd1 = disk_of(appliance, "hdd", 1)
     data = os.urandom(5000)
     path = place(hdd1, "seg-7.m4s", data)
-    gen = filled.index.generation()
+    gen = filled.change_seq()
     report = recover(filled)
     assert report.adopted == ["seg-7.m4s"]
     rec = filled.get("seg-7.m4s")
@@ -85,7 +85,7 @@ def test_unindexed_committed_file_is_adopted(filled, appliance):
                                "video/iso.segment", os.stat(path).st_mtime)
     assert filled.path_of(rec) == path
     assert Path(path).read_bytes() == data
-    assert filled.index.generation() == gen + 1
+    assert filled.change_seq() == gen + 1
     assert recover(filled).changed is False
 
 
@@ -155,12 +155,12 @@ def test_stray_copy_with_another_digest_is_removed(filled, appliance):
 def test_indexed_object_whose_file_is_gone_is_dropped(filled):
     rec = filled.get("obj0.mp4")
     os.unlink(filled.path_of(rec))
-    gen = filled.index.generation()
+    gen = filled.change_seq()
     report = recover(filled)
     assert report.dropped_missing == ["obj0.mp4"]
     assert filled.index.get("obj0.mp4") is None
     assert [r.id for r in filled.index.objects()] == ["obj1.mp4", "obj2.mp4"]
-    assert filled.index.generation() == gen + 1
+    assert filled.change_seq() == gen + 1
 
 
 def test_indexed_file_of_the_wrong_size_is_quarantined(filled):

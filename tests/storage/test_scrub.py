@@ -52,7 +52,7 @@ def test_flipped_byte_is_corrupt_and_quarantined(filled, appliance):
     bad = flip_byte(path, 500_000)
     others = {r.id: (r, Path(filled.path_of(r)).read_bytes())
               for r in filled.index.objects() if r.id != "d.mp4"}
-    gen = filled.index.generation()
+    gen = filled.change_seq()
     report = verify(filled)
     assert report.clean is False
     assert (report.checked, report.ok, report.bytes) == (4, 3, sum(SIZES.values()))
@@ -65,7 +65,7 @@ def test_flipped_byte_is_corrupt_and_quarantined(filled, appliance):
     assert Path(dest).read_bytes() == bad
     assert not os.path.exists(path)
     assert filled.index.get("d.mp4") is None
-    assert filled.index.generation() == gen + 1
+    assert filled.change_seq() == gen + 1
     [q] = filled.index.quarantined()
     assert (q["id"], q["disk"], q["expected"], q["actual"], q["path"]) == (
         "d.mp4", rec.disk, rec.xxh3, digest_bytes(bad), dest)

@@ -26,6 +26,7 @@ from oca.errors import (
 from oca.ids import BadIdError
 from oca.storage import ObjectRecord, Store, layout
 from tests.conftest import make_appliance, make_file
+from tests.storage import servable
 
 K = 1024
 
@@ -42,7 +43,7 @@ def disk_files(store: Store) -> dict[str, tuple[list[str], list[str]]]:
 
 def snapshot(store: Store) -> tuple:
     """Everything a refused operation must leave as it was."""
-    return (store.index.generation(), list(store.index.objects()), disk_files(store),
+    return (store.change_seq(), list(store.index.objects()), disk_files(store),
             store.index.reserved_by_disk())
 
 
@@ -78,7 +79,7 @@ def small(tmp_path):
 def test_put_writes_exact_bytes_at_the_layout_path(store, appliance, tmp_path):
     src = make_file(tmp_path / "src.bin", 100_000, seed=1)
     data = src.read_bytes()
-    gen = store.index.generation()
+    gen = store.change_seq()
     rec = store.put("title.mp4", src, "ssd")
     ssd0 = disk_of(appliance, "ssd")
     assert rec == ObjectRecord("title.mp4", 100_000, digest_bytes(data), ssd0, "ssd",
@@ -91,7 +92,7 @@ def test_put_writes_exact_bytes_at_the_layout_path(store, appliance, tmp_path):
     assert files_under(ssd0, "objects") == [f"{a}/{b}/title.mp4.{digest_bytes(data)}"]
     assert files_under(ssd0, "tmp") == []
     assert store.get("title.mp4") == rec
-    assert store.index.generation() == gen + 1
+    assert store.change_seq() == gen + 1
     assert store.index.reserved_by_disk() == {}
     # the source is left alone
     assert src.read_bytes() == data
@@ -159,7 +160,7 @@ def test_replace_with_new_bytes(store, appliance, tmp_path):
     new_src = make_file(tmp_path / "two", 3000, seed=2)
     old = store.put("a.mp4", old_src, "ssd")
     store.index.add_hits([("a.mp4", 7, 14000, 1000.0)])
-    gen = store.index.generation()
+    gen = store.change_seq()
     new = store.put("a.mp4", new_src, "ssd", replace=True)
     assert (new.size, new.xxh3, new.disk, new.tier) == (
         3000, digest_bytes(new_src.read_bytes()), disk_of(appliance, "ssd"), "ssd")
@@ -168,7 +169,7 @@ def test_replace_with_new_bytes(store, appliance, tmp_path):
     assert not os.path.exists(store.path_of(old))
     assert files_under(new.disk, "objects") == [
         os.path.relpath(store.path_of(new), os.path.join(new.disk, "objects"))]
-    assert store.index.generation() == gen + 1
+    assert store.change_seq() == gen + 1
     assert store.get("a.mp4") == new
 
 
@@ -403,18 +404,18 @@ def test_stale_reservation_of_a_dead_process_is_cleared(small, tmp_path):
 # -- hits ------------------------------------------------------------------------------
 
 
-def test_add_hits_accumulates_without_bumping_the_generation(store, tmp_path):
+def test_add_hits_accumulates_without_a_change_feed_entry(store, tmp_path):
     src = make_file(tmp_path / "s", 10)
     store.put("a", src, "ssd")
     store.put("b", src, "ssd")
-    gen = store.index.generation()
+    gen = store.change_seq()
     store.index.add_hits([("a", 2, 200, 50.0), ("b", 1, 10, 60.0)])
     store.index.add_hits([("a", 3, 300, 40.0), ("unknown", 9, 9, 99.0)])
     a, b = store.get("a"), store.get("b")
     assert (a.hits, a.bytes_served, a.last_hit) == (5, 500, 50.0)
     assert (b.hits, b.bytes_served, b.last_hit) == (1, 10, 60.0)
     assert store.index.get("unknown") is None
-    assert store.index.generation() == gen
+    assert store.change_seq() == gen
 
 
 # -- move ----------------------------------------------------------------------------
@@ -427,7 +428,7 @@ def test_move_across_tiers_keeps_bytes_digest_and_counters(store, appliance, tmp
     store.index.add_hits([("t.mp4", 4, 800_000, 123.0)])
     paths = [store.path_of(rec)]
     for tier in ("hdd", "flash"):
-        gen = store.index.generation()
+        gen = store.change_seq()
         moved = store.move("t.mp4", tier)
         assert (moved.tier, moved.disk) == (tier, disk_of(appliance, tier))
         assert (moved.size, moved.xxh3, moved.content_type, moved.mtime) == (
@@ -436,7 +437,7 @@ def test_move_across_tiers_keeps_bytes_digest_and_counters(store, appliance, tmp
         assert store.get("t.mp4") == moved
         assert Path(store.path_of(moved)).read_bytes() == data
         assert not os.path.exists(paths[-1])
-        assert store.index.generation() == gen + 1
+        assert store.change_seq() == gen + 1
         paths.append(store.path_of(moved))
     for tier in ("ssd", "hdd"):
         for d in appliance.disks[tier]:
@@ -492,13 +493,13 @@ def test_move_of_a_corrupt_object_is_refused(store, tmp_path):
 def test_delete_removes_file_and_entry(store, tmp_path):
     rec = store.put("a", make_file(tmp_path / "s", 1000), "flash")
     keep = store.put("b", make_file(tmp_path / "s", 1000), "flash")
-    gen = store.index.generation()
+    gen = store.change_seq()
     assert store.delete("a") == rec
     assert not os.path.exists(store.path_of(rec))
     assert store.index.get("a") is None
     assert store.get("b") == keep
     assert Path(store.path_of(keep)).is_file()
-    assert store.index.generation() == gen + 1
+    assert store.change_seq() == gen + 1
     with pytest.raises(UnknownObjectError, match=r"^no object 'a' in the store$"):
         store.delete("a")
     with pytest.raises(BadIdError):
@@ -544,13 +545,13 @@ def test_mark_failed_and_clear(store, appliance, tmp_path):
     rec = store.put("a", make_file(tmp_path / "a", 1000), "ssd")
     ssd0 = disk_of(appliance, "ssd")
     assert store.stat("a")["servable"] is True
-    gen = store.index.generation()
+    seq = store.change_seq()
     store.mark_failed(store.disks[ssd0], "Input/output error while reading")
-    assert store.index.generation() == gen + 1
+    assert store.change_seq() == seq  # a disk's health is the watcher's probe, not a change
     info = store.stat("a")
     assert (info["disk_state"], info["servable"]) == ("failed", False)
     assert info["path"] == store.path_of(rec)
-    assert ssd0 not in store.servable_disks()
+    assert ssd0 not in servable(store)
     st = store.status(io=False)
     d = next(d for d in st["disks"] if d["path"] == ssd0)
     assert (d["state"], d["reason"]) == ("failed", "Input/output error while reading")
@@ -561,7 +562,7 @@ def test_mark_failed_and_clear(store, appliance, tmp_path):
     health = store.clear_failed(ssd0)
     assert (health.state, health.servable) == ("ok", True)
     assert store.stat("a")["servable"] is True
-    assert ssd0 in store.servable_disks()
+    assert ssd0 in servable(store)
 
 
 def test_clear_failed_of_an_unknown_path(store, tmp_path):
