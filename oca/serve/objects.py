@@ -14,7 +14,8 @@ open itself, the one call left that can block on a disk, runs on a thread of the
 own (one per disk, so a hung disk holds up only its own opens) and the loop waits for it
 at most ``[store] disk_probe_timeout``: an open that does not return in that time marks
 the disk hung in this worker, its objects answer as on a failed disk, and the loop goes
-on. A normal open costs the thread hand-off on top of open(2) (~90 us; docs/daemon.md); a hung disk costs each worker one wait of the timeout, once.
+on. A normal open costs the thread hand-off on top of open(2) (~90 us; docs/daemon.md);
+a hung disk costs each worker one wait of the timeout, once.
 
 Per-object counters: every open entry counts its responses and body bytes (``hits``,
 ``body_bytes``, added to by the connection loop); the table sends them to the watcher

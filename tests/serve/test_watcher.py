@@ -172,3 +172,31 @@ def test_hit_counters_reach_the_index(tmp_path, fastpath):
     assert (stat["hits"], stat["bytes_served"]) == (8, 7 * 10_000 + 100)
     stat = json.loads(srv.oca("stat", "--json", "b.mp4").stdout)
     assert (stat["hits"], stat["bytes_served"]) == (3, 300)
+
+
+def test_a_worker_behind_a_pruned_feed_gets_the_whole_map(tmp_path):
+    data = make_file(tmp_path / "a", 30_000, seed=7).read_bytes()
+    srv = start_server(tmp_path / "app", workers=2, objects={"a.mp4": (data, "ssd")})
+    try:
+        [watcher] = watcher_pids(srv)
+        os.kill(watcher, signal.SIGSTOP)  # it misses what follows, holding the workers' feed
+        try:
+            new = make_file(tmp_path / "n", 40_000, seed=8).read_bytes()
+            srv.put("new.mp4", new)
+            srv.oca("rm", "a.mp4")
+            index = Index(str(load_config(srv.app.config_path).store.index))
+            try:
+                index.prune_changes(keep=1)  # the feed no longer reaches the workers' position
+            finally:
+                index.close()
+        finally:
+            os.kill(watcher, signal.SIGCONT)
+        wait_for(lambda: all(fetch(srv, "/o/new.mp4") == (200, new) for _ in range(8)),
+                 timeout=10)
+        wait_for(lambda: all(fetch(srv, "/o/a.mp4")[0] == 404 for _ in range(8)), timeout=10)
+        log = (srv.app.root / "serve.log").read_text()
+        assert "change feed pruned past" in log
+        # Each worker read a whole map twice: at start, and when the feed fell short.
+        assert log.count("serving map of 1 objects at change") == 4
+    finally:
+        srv.stop()
