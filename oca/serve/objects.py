@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import OrderedDict
+
+from _fastpath import EntryTable
 
 from ..http.objects import DiskFailed, OpenObject
 from ..storage import Store
@@ -31,8 +32,8 @@ class ObjectTable:
     def __init__(self, store: Store, cache_size: int):
         self.store = store
         self.cache_size = cache_size
-        self.open: OrderedDict[str, OpenObject] = OrderedDict()
-        self.urls: dict[bytes, OpenObject] = {}  # b"/o/<id>" -> the same open objects
+        # The open objects, LRU, by id and by target: read by the connection loop.
+        self.entries = EntryTable(cache_size)
         self.servable: set[str] = set()
         self.disk_states: dict[str, str] = {}
         t0 = time.monotonic()
@@ -42,11 +43,10 @@ class ObjectTable:
 
     def get(self, object_id: str) -> OpenObject | None:
         """The open object, None when unknown; DiskFailed when its disk is failed."""
-        obj = self.open.get(object_id)
+        obj = self.entries.get(object_id)
         if obj is not None:
             if obj.disk not in self.servable:
                 raise DiskFailed(obj.disk)
-            self.open.move_to_end(object_id)
             return obj
         loc = self.map.get(object_id)
         if loc is None:
@@ -63,23 +63,12 @@ class ObjectTable:
                 raise DiskFailed(loc.disk) from None
             return None
         obj = OpenObject(object_id, fd, loc)
-        self.open[object_id] = obj
-        self.urls[obj.url] = obj
-        if len(self.open) > self.cache_size:
-            self._forget(self.open.popitem(last=False)[1])
-        return obj
-
-    def by_url(self, url: bytes) -> OpenObject | None:
-        """The open object for the request target ``/o/<id>`` (exact bytes), when it is
-        in the cache: the hot path, with no parsing and no id check (done on open)."""
-        obj = self.urls.get(url)
-        if obj is not None:
-            self.open.move_to_end(obj.id)
+        self._forget(self.entries.add(obj))
         return obj
 
     def _forget(self, obj: OpenObject | None) -> None:
-        if obj is not None and self.urls.get(obj.url) is obj:
-            del self.urls[obj.url]
+        """*obj* left the open entries (evicted, removed, replaced): its counters
+        (``hits``, ``body_bytes``) are what it counted since it was opened."""
 
     def fail_disk(self, disk: str, reason: str) -> None:
         """An I/O error while serving: record the failure (sticky, in the index)."""
@@ -93,8 +82,8 @@ class ObjectTable:
         self._drop_disk(disk)
 
     def _drop_disk(self, disk: str) -> None:
-        for oid in [oid for oid, obj in self.open.items() if obj.disk == disk]:
-            self._forget(self.open.pop(oid))
+        for obj in [obj for obj in self.entries if obj.disk == disk]:
+            self._forget(self.entries.remove(obj.id))
 
     def refresh_disks(self) -> None:
         self.store.reload_disks()
@@ -113,8 +102,8 @@ class ObjectTable:
         if not complete:
             t0 = time.monotonic()
             self.seq, self.map = build_serving_map(self.store.index)
-            self.open.clear()
-            self.urls.clear()
+            for obj in self.entries.clear():
+                self._forget(obj)
             log.info("serving map reloaded: %d objects in %.2f s", len(self.map),
                      time.monotonic() - t0)
             return
@@ -124,7 +113,7 @@ class ObjectTable:
                 self.map.pop(oid, None)
             else:
                 self.map[oid] = loc
-            self._forget(self.open.pop(oid, None))
+            self._forget(self.entries.remove(oid))
         self.seq = seq
 
     @property
