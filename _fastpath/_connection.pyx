@@ -583,9 +583,12 @@ cdef class Connection:
         # with more than one or an invalid one. Section 6.1: a Transfer-Encoding in an
         # HTTP/1.0 request is faulty framing (llhttp accepts it there): 400 and close.
         if self.hosts != 1 or self.chunked:
-            if self.hosts < 0 or self.hosts > 1 or (
-                    parser.get_http_version() == "1.1" if self.hosts == 0
-                    else self.chunked and parser.get_http_version() != "1.1"):
+            if self.hosts < 0 or self.hosts > 1:
+                faulty = True
+            else:
+                http11 = parser.get_http_version() == "1.1"
+                faulty = (self.hosts == 0 and http11) or (self.chunked and not http11)
+            if faulty:
                 self.reject(400)
                 raise _HttpParserError("bad Host or Transfer-Encoding")
         url = self.url
