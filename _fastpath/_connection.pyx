@@ -416,21 +416,20 @@ cdef class Connection:
     cdef Shared shared
     cdef Reader reader
     cdef readonly int fd, state
-    cdef readonly str client, client_json
+    cdef readonly str client_json
     cdef readonly double deadline, t0
     cdef double read_at
     cdef readonly bytes url
     cdef readonly object headers
-    cdef Py_ssize_t head_bytes, body_bytes
-    cdef int hosts
-    cdef bint chunked, reading, closing, reusable
     cdef Response current
     cdef object queue
+    cdef int head_bytes, body_bytes  # both bounded far below 2^31 (max_head_size, MAX_BODY)
+    cdef signed char hosts
+    cdef unsigned char chunked, reading, closing, reusable
 
-    def __init__(self, Shared shared not None, int fd, str client, str client_json):
+    def __init__(self, Shared shared not None, int fd, str client_json):
         self.shared = shared
         self.fd = fd
-        self.client = client
         self.client_json = client_json
         self.state = IDLE
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
@@ -442,6 +441,11 @@ cdef class Connection:
     def idle(self):
         """Between requests, with no response under way."""
         return self.state == IDLE and self.current is None
+
+    @property
+    def client(self):
+        """The peer's address (the JSON string of an address needs no escapes)."""
+        return self.client_json[1:-1]
 
     @property
     def parser(self):
@@ -540,7 +544,7 @@ cdef class Connection:
         if key == b"host":
             # RFC 9112 section 3.2: one Host field, with a valid value.
             if self.hosts >= 0 and valid_host_c(value):
-                self.hosts += 1
+                self.hosts = 2 if self.hosts else 1
             else:
                 self.hosts = -1
             return 0

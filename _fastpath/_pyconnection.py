@@ -10,7 +10,8 @@ The interface of both is ``_fastpath/__init__.pyi`` (docs/fastpath.md explains i
   entry and the body segments (offset, count; then the multipart parts).
 * ``Shared``: what every connection of one worker reads (the server's limits, the
   handler, the entries, the counter and log sinks), taken from the server once.
-* ``Connection(shared, fd, client, client_json)``: one client connection. It reads
+* ``Connection(shared, fd, client_json)``: one client connection (*client_json* is the
+  peer's address as a JSON string, for the access log). It reads
   requests, parses them with httptools (llhttp), answers plain GETs, single ranges and
   ``/range/`` URLs of open entries itself, asks ``handler.respond(conn)`` for any other
   answer, sends every response (budgeted, partial sends, pipelining), counts it and
@@ -208,14 +209,13 @@ class Shared:
 class Connection:
     """One client connection: parse requests, send responses, in order."""
 
-    __slots__ = ("shared", "fd", "client", "client_json", "reader", "state", "deadline",
+    __slots__ = ("shared", "fd", "client_json", "reader", "state", "deadline",
                  "url", "headers", "head_bytes", "body_bytes", "hosts", "chunked",
                  "t0", "read_at", "current", "queue", "reading", "closing", "reusable")
 
-    def __init__(self, shared: Shared, fd: int, client: str, client_json: str):
+    def __init__(self, shared: Shared, fd: int, client_json: str):
         self.shared = shared
         self.fd = fd
-        self.client = client
         self.client_json = client_json
         # A parser only while a request is being read (docs/fastpath.md, "Memory").
         self.reader: _Reader | None = None
@@ -301,6 +301,11 @@ class Connection:
                 reader.conn = None
                 shared.pool.append(reader)
             self.reader = None
+
+    @property
+    def client(self) -> str:
+        """The peer's address (the JSON string of an address needs no escapes)."""
+        return self.client_json[1:-1]
 
     @property
     def parser(self):

@@ -83,8 +83,7 @@ class WorkerServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = addr[0] if isinstance(addr, tuple) else str(addr)
             # The connection owns the fd; no socket object is kept per connection.
-            self.connections.add(Connection(self.shared, sock.detach(), client,
-                                            json_str(client)))
+            self.connections.add(Connection(self.shared, sock.detach(), json_str(client)))
             self.handler.metrics.active_connections = len(self.connections)
 
     def forget(self, conn: Connection) -> None:

@@ -131,7 +131,7 @@ class Harness:
         server_side.setblocking(False)
         self.client.settimeout(10)
         self.conn = self.call(lambda: mod.Connection(self.shared, server_side.detach(),
-                                                     "192.0.2.7", '"192.0.2.7"'))
+                                                     '"192.0.2.7"'))
 
     def call(self, fn):
         """Run *fn* on the loop's thread; its result."""
