@@ -411,3 +411,30 @@ def test_entry_table(mod):
     assert len(table) == 1
     assert table.clear() == [a2]
     assert len(table) == 0 and list(table) == []
+
+
+def test_both_implementations_have_the_typed_interface(mod):
+    # _fastpath/__init__.pyi declares the classes both implementations export: every
+    # field and method named there exists on each.
+    import ast
+
+    tree = ast.parse((Path(mod.__file__).parent / "__init__.pyi").read_text())
+    instances = {
+        "Entry": mod.Entry("a", -1, 1, "ssd"),
+        "EntryTable": mod.EntryTable(1),
+        "Response": mod.Response(200, b"x"),
+    }
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef) or cls.name not in instances:
+            continue
+        obj = instances[cls.name]
+        for node in cls.body:
+            if isinstance(node, ast.AnnAssign):
+                assert hasattr(obj, node.target.id), (cls.name, node.target.id)
+            elif isinstance(node, ast.FunctionDef):
+                assert hasattr(type(obj), node.name), (cls.name, node.name)
+    for name in ("Connection", "Shared"):
+        cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == name)
+        for node in cls.body:
+            if isinstance(node, ast.FunctionDef):
+                assert hasattr(getattr(mod, name), node.name), (name, node.name)
