@@ -65,9 +65,16 @@ cdef class Shared:
     cdef Py_ssize_t max_head_size, max_header_size, max_url_size, max_ranges, log_max_lines
     cdef long long budget
     cdef list pool                      # Readers between requests
+    # Readability of every connection that reads, through one fd (includes/oca_poll.h);
+    # by_fd[fd] is the (borrowed) Connection reading on fd, NULL for none.
+    cdef int poll_fd
+    cdef void **by_fd
+    cdef Py_ssize_t by_fd_size
     cdef Py_ssize_t slot_200, slot_206, slot_fastpath, slot_bucket0, slot_seconds
     cdef Py_ssize_t slot_no_tier, bucket_count
     cdef double bucket_bounds[64]
+    cdef int watch(self, int fd, object conn) except -1
+    cdef void unwatch(self, int fd) noexcept
     cdef Py_ssize_t status_slot(self, int status) except -1
     cdef int count(self, int status, Entry entry, long long body, double dur) except -1
     cdef int log_own(self, Entry entry, int status, str rng, long long body, double dur,

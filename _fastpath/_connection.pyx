@@ -19,15 +19,15 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.mem cimport PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdio cimport snprintf
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close as c_close
 
-from connection cimport recv
+from connection cimport oca_poll_add, oca_poll_create, oca_poll_del, oca_poll_wait, recv
 
 from ._sendfile cimport send_response_c
 
@@ -299,6 +299,10 @@ cdef class Shared:
         self.budget = server.sendfile_max_chunk
         self.max_ranges = handler.max_ranges
         self.pool = []
+        self.poll_fd = oca_poll_create()
+        if self.poll_fd < 0:
+            raise OSError(errno, "cannot create the connections' poll descriptor")
+        self.loop.add_reader(self.poll_fd, self.on_events)
         metrics = handler.metrics
         self.counts = metrics.counts
         self.metrics_slots = metrics.slots
@@ -313,6 +317,49 @@ cdef class Shared:
         self.bucket_count = len(bounds)
         for i, bound in enumerate(bounds):
             self.bucket_bounds[i] = bound
+
+    def __cinit__(self):
+        self.poll_fd = -1
+
+    def __dealloc__(self):
+        if self.poll_fd >= 0:
+            c_close(self.poll_fd)
+        PyMem_Free(self.by_fd)
+
+    def on_events(self):
+        # The poll fd is readable: read every connection it reports (level-triggered:
+        # one with more than 256 ready waits for the next call).
+        cdef int fds[256]
+        cdef int n = oca_poll_wait(self.poll_fd, fds, 256)
+        cdef int i, fd
+        cdef Connection conn
+        for i in range(n):
+            fd = fds[i]
+            if fd < self.by_fd_size and self.by_fd[fd] != NULL:
+                conn = <Connection>self.by_fd[fd]
+                conn.read()
+
+    cdef int watch(self, int fd, object conn) except -1:
+        # Report readability of *fd* to *conn* (which unwatches before it goes).
+        cdef Py_ssize_t size
+        cdef void **grown
+        if fd >= self.by_fd_size:
+            size = max(fd + 1, 2 * self.by_fd_size, 1024)
+            grown = <void **>PyMem_Realloc(self.by_fd, size * sizeof(void *))
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + self.by_fd_size, 0, (size - self.by_fd_size) * sizeof(void *))
+            self.by_fd = grown
+            self.by_fd_size = size
+        if oca_poll_add(self.poll_fd, fd) < 0:
+            raise OSError(errno, f"cannot watch fd {fd}")
+        self.by_fd[fd] = <void *>conn
+        return 0
+
+    cdef void unwatch(self, int fd) noexcept:
+        oca_poll_del(self.poll_fd, fd)
+        if fd < self.by_fd_size:
+            self.by_fd[fd] = NULL
 
     cdef Py_ssize_t status_slot(self, int status) except -1:
         if status == 200:
@@ -435,7 +482,7 @@ cdef class Connection:
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
         self.url = b""
         self.reading = True
-        shared.loop.add_reader(fd, self.on_readable)
+        shared.watch(fd, self)
 
     @property
     def idle(self):
@@ -455,6 +502,9 @@ cdef class Connection:
     # -- reading ------------------------------------------------------------
 
     def on_readable(self):
+        self.read()
+
+    cdef int read(self) except -1:
         cdef ssize_t n
         cdef double now
         cdef bint starts
@@ -467,10 +517,10 @@ cdef class Connection:
         if n < 0:
             if errno != EAGAIN:  # EWOULDBLOCK is EAGAIN on Linux and FreeBSD
                 self._close()
-            return
+            return 0
         if n == 0:
             self._close()
-            return
+            return 0
         now = self.read_at = clock_seconds(CLOCK_MONOTONIC)
         starts = self.state != READING  # this read begins a request
         if starts:
@@ -481,7 +531,7 @@ cdef class Connection:
             self.head_bytes += n
             if self.head_bytes > shared.max_head_size:
                 self.reject(431)
-                return
+                return 0
         reader = self.reader
         if reader is None:
             if shared.pool:
@@ -499,7 +549,7 @@ cdef class Connection:
             # cannot parse at all ("GET\r\n", a TLS handshake): 400.
             self.reader = None
             self.reject(405 if starts and unknown_method(data, n) else 400)
-            return
+            return 0
         except _HttpParserUpgrade:
             # llhttp stops after a request asking to switch protocols (Upgrade, CONNECT).
             # It has been answered in HTTP/1.1 (RFC 9110 section 7.8: a server may ignore
@@ -510,18 +560,19 @@ cdef class Connection:
                 self._close()
             else:
                 (<Response>last).keep_alive = False
-            return
+            return 0
         except _HttpParserError:
             self.reader = None
             if not self.closing:
                 self.reject(400)
-            return
+            return 0
         if self.state != READING and not self.closing and self.reader is not None:
             # Between requests: the parser goes back to the worker's pool.
             if self.reusable:
                 reader.conn = None
                 shared.pool.append(reader)
             self.reader = None
+        return 0
 
     # httptools callbacks, through Reader ----------------------------------
 
@@ -761,7 +812,7 @@ cdef class Connection:
         loop = self.shared.loop
         if self.reading:
             self.reading = False
-            loop.remove_reader(self.fd)
+            self.shared.unwatch(self.fd)
         loop.add_writer(self.fd, self.on_writable)
         self.state = WRITING
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.shared.send_timeout
@@ -792,7 +843,7 @@ cdef class Connection:
         self.state = IDLE
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
         self.reading = True
-        shared.loop.add_reader(self.fd, self.on_readable)
+        shared.watch(self.fd, self)
 
     cdef bint send(self, Response resp) except -1:
         # Send what the socket takes (at most the budget); True when *resp* is done.
@@ -906,7 +957,7 @@ cdef class Connection:
         self.state = CLOSED
         loop = self.shared.loop
         if self.reading:
-            loop.remove_reader(self.fd)
+            self.shared.unwatch(self.fd)
         resp = self.current
         if resp is not None:
             loop.remove_writer(self.fd)
