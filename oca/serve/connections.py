@@ -14,7 +14,8 @@ connections and keeps the worker's bookkeeping.
 
 Per worker, one receive buffer and a pool of parsers serve every connection
 (requests are parsed synchronously), so an idle keep-alive connection costs only
-its Connection and poll handle.
+its Connection and its entry in the worker's poll set (docs/fastpath.md, "Memory
+per connection").
 
 Timeouts are checked by one sweep a second over all connections (nginx's
 client_header_timeout, keepalive_timeout and send_timeout), not by a timer per
