@@ -21,14 +21,15 @@ EXTENSIONS = os.environ.get(NO_EXTENSIONS_ENV, "") in ("", "0")
 (fill's compiled loops are chosen by it too)."""
 
 if not EXTENSIONS:
-    from ._pyconnection import Connection
+    from ._pyconnection import Connection, Entry, EntryTable, Response, Shared
     from ._pysendfile import IMPLEMENTATION, send_file, send_response
 else:
     try:
-        from ._connection import Connection
+        from ._connection import Connection, Entry, EntryTable, Response, Shared
         from ._sendfile import IMPLEMENTATION, send_file, send_response
     except ModuleNotFoundError:
-        from ._pyconnection import Connection
+        from ._pyconnection import Connection, Entry, EntryTable, Response, Shared
         from ._pysendfile import IMPLEMENTATION, send_file, send_response
 
-__all__ = ["EXTENSIONS", "IMPLEMENTATION", "NO_EXTENSIONS_ENV", "Connection", "send_file", "send_response"]
+__all__ = ["EXTENSIONS", "IMPLEMENTATION", "NO_EXTENSIONS_ENV", "Connection", "Entry",
+           "EntryTable", "Response", "Shared", "send_file", "send_response"]

@@ -1,26 +1,33 @@
-"""One client connection of ``oca serve``, compiled: the twin of ``_pyconnection.py``,
-whose docstring is the interface of both.
+"""The connection loop of ``oca serve``, compiled: the twin of ``_pyconnection.py``, whose
+docstring (and ``_fastpath/__init__.pyi``) is the interface of both; the C-level fields
+are declared in ``_connection.pxd``.
 
 What compiling buys, per request: the read is a recv(2) into a C buffer, the parser's
 callbacks are C methods, the send is a C call into the loop of ``_sendfile.pyx`` (no
-Python call around it), and a plain GET runs in C from the parser's callback to its
-access-log line: the twin's ``Handler.plain_done`` (``WorkerMetrics.record`` and
-``AccessLog.log_plain``) is done here through their documented fields, with the same
-results (tests/http/test_metrics.py, test_accesslog.py check those interfaces).
+Python call around it), and a GET of an open entry (whole, one simple range, or a
+``/range/`` URL) runs in C from the parser's callback to its access-log line. Responses
+decided in Python (``Response`` descriptors) are sent, counted and logged here too: no
+Python runs per chunk or per writability event.
 Exceptions are never unwound through C: the send loop returns errno values that
 ``send_response_c`` raises after taking the GIL back, and an exception raised in a parser
 callback is stored by httptools and raised again from ``feed_data``, as in the twin.
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Malloc
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdio cimport snprintf
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+from posix.unistd cimport close as c_close
 
-from connection cimport recv
+from connection cimport oca_poll_add, oca_poll_create, oca_poll_del, oca_poll_wait, recv
 
 from ._sendfile cimport send_response_c
 
@@ -30,7 +37,7 @@ from collections import deque
 import httptools
 
 from . import _framing
-from ._framing import MAX_BODY, MAX_PIPELINE, unknown_method
+from ._framing import MAX_BODY, MAX_PIPELINE, absolute_path, unknown_method, valid_host
 
 cdef int IDLE = _framing.IDLE
 cdef int READING = _framing.READING
@@ -38,76 +45,25 @@ cdef int WRITING = _framing.WRITING
 cdef int CLOSED = _framing.CLOSED
 
 # One receive buffer per process serves every connection (requests are parsed
-# synchronously), so an idle keep-alive connection costs only its Connection, parser and
-# poll handle.
+# synchronously).
 cdef size_t recv_size = _framing.RECV_SIZE
 cdef char *recv_buffer = <char *>PyMem_Malloc(recv_size)
 if recv_buffer == NULL:
     raise MemoryError()
 
-# Learnt by the first Connection from class constants of the handler and its metrics
-# (learn_constants), the same for every instance.
-cdef bint constants_ready = False
-# The first bytes (lower case) of the request header names the handler acts on: any
-# other field (Host, User-Agent, Accept ...) is passed over on its first byte.
+# The first bytes (lower case) of the request header names the loop acts on: any other
+# field (User-Agent, Accept ...) is passed over on its first byte. Set from the handler's
+# REQUEST_HEADERS by the first Shared; Host and Transfer-Encoding are checked here.
 cdef bint wanted_first[256]
-# WorkerMetrics.counts indexes of a plain GET's 200 and of the fast path; the histogram's
-# first index, bounds and the seconds sum's index.
-cdef Py_ssize_t slot_200, slot_fastpath, slot_bucket0, slot_seconds
-cdef double bucket_bounds[64]
-cdef Py_ssize_t bucket_count
-cdef object metrics_slots  # WorkerMetrics.slots
-
-
-cdef int learn_constants(handler) except -1:
-    global constants_ready, slot_200, slot_fastpath, slot_bucket0, slot_seconds
-    global bucket_count, metrics_slots
-    for name in handler.REQUEST_HEADERS:
-        wanted_first[<unsigned char>PyBytes_AS_STRING(name)[0]] = True
-    metrics = handler.metrics
-    metrics_slots = metrics.slots
-    slot_200, _, slot_fastpath = metrics_slots(200, None, True)
-    slot_bucket0 = metrics.BUCKET0
-    slot_seconds = metrics.SECONDS
-    bounds = metrics.BUCKETS
-    if len(bounds) > 64:
-        raise ValueError(f"{len(bounds)} histogram buckets: the compiled loop holds 64")
-    bucket_count = len(bounds)
-    for i, bound in enumerate(bounds):
-        bucket_bounds[i] = bound
-    constants_ready = True
-    return 0
+wanted_first[<unsigned char>c'h'] = True
+wanted_first[<unsigned char>c't'] = True
 
 _HttpParserError = httptools.HttpParserError
 _HttpParserInvalidMethodError = httptools.HttpParserInvalidMethodError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
 _HttpRequestParser = httptools.HttpRequestParser
 
-
-@cython.final
-cdef class HotObject:
-    """What a plain GET reads of an open object (OpenObject, oca/http/objects.py), as C
-    fields of one object, kept in ``OpenObject.hot``. Reading a dozen attributes of the
-    OpenObject touched a dozen objects per request, cache misses under load; this is
-    one. No reference back: the OpenObject's fd closes when its last reference goes."""
-
-    cdef str id
-    cdef int fd
-    cdef long long size
-    cdef bytes head  # the keep-alive 200 head of the epoch second [head_from, head_until)
-    cdef double head_from, head_until
-    cdef str log_before, log_after  # AccessLog.log_plain's pieces (plain_get_fragments)
-    cdef Py_ssize_t tier_slot  # WorkerMetrics.counts index of the tier's body bytes
-
-    def __init__(self, obj):
-        self.id = obj.id
-        self.fd = obj.fd
-        self.size = obj.size
-        self.head = obj.head200
-        self.head_from = obj.head_from
-        self.head_until = obj.head_until
-        self.log_before, self.log_after = obj.log_plain
-        self.tier_slot = metrics_slots(200, obj.tier, True)[1]
+_DISK_ERRORS = (_errno.EIO, _errno.ENODATA, _errno.ENXIO)
 
 
 cdef inline double clock_seconds(int clock) noexcept:
@@ -118,44 +74,222 @@ cdef inline double clock_seconds(int clock) noexcept:
     return <double>(<long long>ts.tv_sec * 1000000000 + ts.tv_nsec) / 1e9
 
 
+cdef long long digits(const char *p, Py_ssize_t n) noexcept:
+    # 1 to 18 ASCII digits (no 2^63 overflow) as a number, else -1.
+    cdef long long v = 0
+    cdef Py_ssize_t i
+    if n <= 0 or n > 18:
+        return -1
+    for i in range(n):
+        if not c'0' <= p[i] <= c'9':
+            return -1
+        v = v * 10 + (p[i] - c'0')
+    return v
+
+
+cdef bint valid_host_c(bytes value) noexcept:
+    # _framing.valid_host for the common forms (reg-name or IPv4 with a port, no
+    # brackets or percent signs); anything else is left to it.
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef Py_ssize_t i
+    cdef bint port = False
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if port:
+            if not c'0' <= c <= c'9':
+                return False
+        elif c == c':':
+            port = True
+        elif not (c'a' <= c <= c'z' or c'A' <= c <= c'Z' or c'0' <= c <= c'9'
+                  or c == c'.' or c == c'-' or c == c'_' or c == c'~'):
+            return valid_host(value)
+    return True
+
+
+@cython.freelist(64)
+cdef class Entry:
+    """An object open for serving, as the connection loop reads it (docs/fastpath.md)."""
+
+    def __init__(self, str object_id, int fd, long long size, str tier):
+        self.id = object_id
+        self.fd = fd
+        self.size = size
+        self.url = b"/o/" + object_id.encode()
+        self.tier = tier
+        self.hits = 0
+        self.body_bytes = 0
+        self.head200 = self.head206 = self.head_slice = self.head_slice_mid = b""
+        self.head_from = self.head_until = 0.0
+        self.log_get = self.log_head = self.log_tier = ""
+        self.log_plain = ("", "")
+        self.tier_slot = -1
+
+
 @cython.final
-cdef class Connection:
-    """One client connection: parse requests, send responses, in order."""
+cdef class EntryTable:
+    """The open entries: at most *capacity*, least recently used first out."""
 
-    cdef object server, handler, objects, loop, sock, wanted, queue, access_log
-    cdef list counts
-    cdef readonly object parser, headers, current
-    cdef readonly bytes url
-    cdef readonly str client, client_json
-    cdef readonly int fd, state
-    cdef readonly double deadline, t0
-    cdef double read_at
-    cdef Py_ssize_t head_bytes, body_bytes
-    cdef bint reading, closing, plain, logging
-    cdef Py_ssize_t log_max_lines
-    # The server's limits, copied: read per request.
-    cdef double header_timeout, keepalive_timeout, send_timeout
-    cdef Py_ssize_t max_head_size, max_header_size, max_url_size
-    cdef long long budget
+    def __init__(self, Py_ssize_t capacity):
+        self.capacity = capacity
+        self.by_id = {}
+        self.by_url_ = {}
+        self.first = self.last = None
 
-    def __init__(self, server, sock, str client, str client_json):
+    cdef void unlink(self, Entry entry) noexcept:
+        if entry.prev is None:
+            self.first = entry.next
+        else:
+            entry.prev.next = entry.next
+        if entry.next is None:
+            self.last = entry.prev
+        else:
+            entry.next.prev = entry.prev
+        entry.prev = entry.next = None
+
+    cdef void append(self, Entry entry) noexcept:
+        entry.prev = self.last
+        entry.next = None
+        if self.last is None:
+            self.first = entry
+        else:
+            self.last.next = entry
+        self.last = entry
+
+    cdef Entry lookup_url(self, bytes url):
+        cdef object found = self.by_url_.get(url)
+        cdef Entry entry
+        if found is None:
+            return None
+        entry = <Entry>found
+        if entry is not self.last:
+            self.unlink(entry)
+            self.append(entry)
+        return entry
+
+    def add(self, Entry entry):
+        """Add *entry* as the most recent; return the entry it put out (the one it
+        replaced under the same id, else the least recent one past *capacity*)."""
+        cdef Entry old = self.remove(entry.id)
+        self.by_id[entry.id] = entry
+        self.by_url_[entry.url] = entry
+        self.append(entry)
+        if old is None and len(self.by_id) > self.capacity:
+            old = self.remove(self.first.id)
+        return old
+
+    def get(self, str object_id):
+        cdef object found = self.by_id.get(object_id)
+        cdef Entry entry
+        if found is None:
+            return None
+        entry = <Entry>found
+        if entry is not self.last:
+            self.unlink(entry)
+            self.append(entry)
+        return entry
+
+    def by_url(self, bytes url):
+        """The entry whose target is exactly *url* (``/o/<id>``), made the most recent."""
+        return self.lookup_url(url)
+
+    def remove(self, str object_id):
+        cdef object found = self.by_id.pop(object_id, None)
+        cdef Entry entry
+        if found is None:
+            return None
+        entry = <Entry>found
+        del self.by_url_[entry.url]
+        self.unlink(entry)
+        return entry
+
+    def clear(self):
+        """Remove every entry; return them."""
+        entries = list(self)
+        for entry in entries:
+            self.unlink(entry)
+        self.by_id.clear()
+        self.by_url_.clear()
+        return entries
+
+    def __len__(self):
+        return len(self.by_id)
+
+    def __iter__(self):
+        cdef list out = []
+        cdef Entry entry = self.first
+        while entry is not None:
+            out.append(entry)
+            entry = entry.next
+        return iter(out)
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Response:
+    """A response decided in Python, as the connection loop sends it (docs/fastpath.md)."""
+
+    def __init__(self, int status, bytes head not None, Entry entry=None,
+                 long long offset=0, long long count=0, list parts=None,
+                 bint keep_alive=True, Py_ssize_t head_len=-1, str method="GET",
+                 str oid=None, str range=None, str path=None):
+        self.status = status
+        self.head = head
+        self.entry = entry
+        self.offset = offset
+        self.count = count
+        self.parts = parts
+        self.keep_alive = keep_alive
+        self.head_len = PyBytes_GET_SIZE(head) if head_len < 0 else head_len
+        self.method = method
+        self.oid = oid
+        self.range = range
+        self.path = path
+        if count and entry is None:
+            raise ValueError("a response with body bytes from a file needs its entry")
+
+    def body_sent(self):
+        """Body bytes that went out so far."""
+        cdef long long n = self.done + self.sent - self.head_len
+        return n if n > 0 else 0
+
+
+cdef Response own_response(int status, bytes head, Entry entry, long long offset,
+                           long long count, str rng, double t0):
+    # A response the loop decided, when it does not go out in one call.
+    cdef Response resp = Response.__new__(Response)
+    resp.status = status
+    resp.head = head
+    resp.entry = entry
+    resp.offset = offset
+    resp.count = count
+    resp.keep_alive = True
+    resp.head_len = PyBytes_GET_SIZE(head)
+    resp.method = "GET"
+    resp.oid = entry.id
+    resp.range = rng
+    resp.t0 = t0
+    resp.own = True
+    return resp
+
+
+@cython.final
+cdef class Shared:
+    """What every connection of one worker reads, taken from the server once."""
+
+    def __init__(self, server):
+        handler = server.handler
         self.server = server
-        handler = self.handler = server.handler
-        if not constants_ready:
-            learn_constants(handler)
-        self.objects = handler.objects
-        self.wanted = handler.REQUEST_HEADERS
-        # Plain GETs may skip the handler's general path unless URLs are signed.
-        self.plain = handler.tokens is None
-        self.counts = handler.metrics.counts
-        self.logging = handler.logging
-        self.access_log = handler.access_log
-        self.log_max_lines = handler.access_log.MAX_BUFFERED_LINES if self.logging else 0
+        self.handler = handler
         self.loop = server.loop
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.client = client
-        self.client_json = client_json
+        self.entries = handler.objects.entries
+        self.access_log = handler.access_log
+        self.logging = handler.logging
+        self.log_max_lines = handler.access_log.MAX_BUFFERED_LINES if self.logging else 0
+        self.wanted = handler.REQUEST_HEADERS
+        for name in self.wanted:
+            wanted_first[<unsigned char>PyBytes_AS_STRING(name)[0]] = True
         self.header_timeout = server.header_timeout
         self.keepalive_timeout = server.keepalive_timeout
         self.send_timeout = server.send_timeout
@@ -163,34 +297,219 @@ cdef class Connection:
         self.max_header_size = server.max_header_size
         self.max_url_size = server.max_url_size
         self.budget = server.sendfile_max_chunk
+        self.max_ranges = handler.max_ranges
+        self.pool = []
+        self.poll_fd = oca_poll_create()
+        if self.poll_fd < 0:
+            raise OSError(errno, "cannot create the connections' poll descriptor")
+        self.loop.add_reader(self.poll_fd, self.on_events)
+        metrics = handler.metrics
+        self.counts = metrics.counts
+        self.metrics_slots = metrics.slots
+        self.slot_200, self.slot_no_tier, self.slot_fastpath = metrics.slots(200, None, True)
+        self.slot_206 = metrics.slots(206, None, True)[0]
+        self.status_slots = {}
+        self.slot_bucket0 = metrics.BUCKET0
+        self.slot_seconds = metrics.SECONDS
+        bounds = metrics.BUCKETS
+        if len(bounds) > 64:
+            raise ValueError(f"{len(bounds)} histogram buckets: the compiled loop holds 64")
+        self.bucket_count = len(bounds)
+        for i, bound in enumerate(bounds):
+            self.bucket_bounds[i] = bound
+
+    def __cinit__(self):
+        self.poll_fd = -1
+
+    def __dealloc__(self):
+        if self.poll_fd >= 0:
+            c_close(self.poll_fd)
+        PyMem_Free(self.by_fd)
+
+    def on_events(self):
+        # The poll fd is readable: read every connection it reports (level-triggered:
+        # one with more than 256 ready waits for the next call).
+        cdef int fds[256]
+        cdef int n = oca_poll_wait(self.poll_fd, fds, 256)
+        cdef int i, fd
+        cdef Connection conn
+        for i in range(n):
+            fd = fds[i]
+            if fd < self.by_fd_size and self.by_fd[fd] != NULL:
+                conn = <Connection>self.by_fd[fd]
+                conn.read()
+
+    cdef int watch(self, int fd, object conn) except -1:
+        # Report readability of *fd* to *conn* (which unwatches before it goes).
+        cdef Py_ssize_t size
+        cdef void **grown
+        if fd >= self.by_fd_size:
+            size = max(fd + 1, 2 * self.by_fd_size, 1024)
+            grown = <void **>PyMem_Realloc(self.by_fd, size * sizeof(void *))
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + self.by_fd_size, 0, (size - self.by_fd_size) * sizeof(void *))
+            self.by_fd = grown
+            self.by_fd_size = size
+        if oca_poll_add(self.poll_fd, fd) < 0:
+            raise OSError(errno, f"cannot watch fd {fd}")
+        self.by_fd[fd] = <void *>conn
+        return 0
+
+    cdef void unwatch(self, int fd) noexcept:
+        oca_poll_del(self.poll_fd, fd)
+        if fd < self.by_fd_size:
+            self.by_fd[fd] = NULL
+
+    cdef Py_ssize_t status_slot(self, int status) except -1:
+        if status == 200:
+            return self.slot_200
+        if status == 206:
+            return self.slot_206
+        slot = self.status_slots.get(status)
+        if slot is None:
+            slot = self.status_slots[status] = self.metrics_slots(status, None, True)[0]
+        return slot
+
+    cdef int count(self, int status, Entry entry, long long body, double dur) except -1:
+        # WorkerMetrics.record(status, tier, body, dur, True), and the entry's counters.
+        cdef list counts = self.counts
+        cdef Py_ssize_t i = 0
+        counts[self.status_slot(status)] += 1
+        if entry is None:
+            counts[self.slot_no_tier] += body
+        else:
+            if entry.tier_slot < 0:
+                entry.tier_slot = self.metrics_slots(status, entry.tier, True)[1]
+            counts[entry.tier_slot] += body
+            entry.hits += 1
+            entry.body_bytes += body
+        counts[self.slot_fastpath] += 1
+        # bisect_left: the first bound >= dur (Prometheus' "le"); past the last: +Inf.
+        while i < self.bucket_count and self.bucket_bounds[i] < dur:
+            i += 1
+        counts[self.slot_bucket0 + i] += 1
+        counts[self.slot_seconds] += dur
+        return 0
+
+    cdef int log_own(self, Entry entry, int status, str rng, long long body, double dur,
+                     str client_json) except -1:
+        # The access-log line of a GET the loop decided: AccessLog.log_plain's line for a
+        # whole 200, AccessLog.log_object's otherwise, with the same text.
+        cdef double ts = clock_seconds(CLOCK_REALTIME)
+        cdef char text[32]
+        cdef int n
+        cdef str dur_text, line
+        log = self.access_log
+        if not <double>log.ms_start <= ts < <double>log.ms_end:
+            log.set_millisecond(ts)
+        # C's "%.3f" and Python's format(x, ".3f") both round the exact binary value
+        # correctly (ties to even): the same text.
+        n = snprintf(text, sizeof(text), "%.3f", dur * 1000.0)
+        dur_text = PyUnicode_DecodeASCII(text, n, NULL)
+        line_head = log.line_head
+        if status == 200 and rng is None and body == entry.size:
+            before, after = entry.log_plain
+            line = f'{line_head}{before}{client_json},"dur_ms":{dur_text}{after}'
+        else:
+            # rng is "bytes=<digits>-[<digits>]" (the only form the loop answers): no
+            # character of it needs escaping in JSON.
+            line = (f'{line_head}{entry.log_get},"status":{status},"bytes":{body},"range":'
+                    f'{"null" if rng is None else chr(34) + rng + chr(34)},"client":'
+                    f'{client_json},"dur_ms":{dur_text},"tier":{entry.log_tier}}}\n')
+        lines = <list?>log.lines
+        lines.append(line)
+        if len(lines) >= self.log_max_lines:
+            log.flush()
+        return 0
+
+
+@cython.final
+cdef class Reader:
+    """A parser and the connection it reads for: the parser's protocol, passing its
+    callbacks on. Between requests it goes back to the worker's pool, so an idle
+    connection holds none."""
+
+    cdef Connection conn
+    cdef readonly object parser
+
+    def __init__(self):
         self.parser = _HttpRequestParser(self)
+
+    def on_url(self, bytes url):
+        self.conn.on_url(url)
+
+    def on_header(self, bytes name, bytes value):
+        if PyBytes_GET_SIZE(name) == 0:
+            return
+        if not wanted_first[<unsigned char>PyBytes_AS_STRING(name)[0] | 0x20]:
+            return
+        self.conn.on_header(name, value)
+
+    def on_headers_complete(self):
+        self.conn.head_bytes = -1  # the head is complete: no more head-size accounting
+
+    def on_body(self, bytes body):
+        self.conn.on_body(body)
+
+    def on_message_complete(self):
+        self.conn.on_message_complete()
+
+
+@cython.final
+cdef class Connection:
+    """One client connection: parse requests, send responses, in order."""
+
+    cdef Shared shared
+    cdef Reader reader
+    cdef readonly int fd, state
+    cdef readonly str client_json
+    cdef readonly double deadline, t0
+    cdef double read_at
+    cdef readonly bytes url
+    cdef readonly object headers
+    cdef Response current
+    cdef object queue
+    cdef int head_bytes, body_bytes  # both bounded far below 2^31 (max_head_size, MAX_BODY)
+    cdef signed char hosts
+    cdef unsigned char chunked, reading, closing, reusable
+
+    def __init__(self, Shared shared not None, int fd, str client_json):
+        self.shared = shared
+        self.fd = fd
+        self.client_json = client_json
         self.state = IDLE
-        self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.keepalive_timeout
-        # Per-request fields, reset after each request (not in on_message_begin: one
-        # callback less per request).
+        self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
         self.url = b""
-        self.headers = None  # only the headers we act on
-        self.head_bytes = 0
-        self.body_bytes = 0
-        self.t0 = 0.0
-        self.read_at = 0.0  # when the last read returned: a request's t0 is its first read
-        self.current = None  # the Job being sent
-        self.queue = None  # Jobs of pipelined requests, parsed ahead
         self.reading = True
-        self.closing = False
-        self.loop.add_reader(self.fd, self.on_readable)
+        shared.watch(fd, self)
 
     @property
     def idle(self):
         """Between requests, with no response under way."""
         return self.state == IDLE and self.current is None
 
+    @property
+    def client(self):
+        """The peer's address (the JSON string of an address needs no escapes)."""
+        return self.client_json[1:-1]
+
+    @property
+    def parser(self):
+        """The request's parser (httptools.HttpRequestParser), while one is read."""
+        return None if self.reader is None else self.reader.parser
+
     # -- reading ------------------------------------------------------------
 
     def on_readable(self):
+        self.read()
+
+    cdef int read(self) except -1:
         cdef ssize_t n
         cdef double now
         cdef bint starts
+        cdef Shared shared = self.shared
+        cdef Reader reader
         while True:
             n = recv(self.fd, recv_buffer, recv_size, 0)
             if n >= 0 or errno != EINTR:
@@ -198,284 +517,427 @@ cdef class Connection:
         if n < 0:
             if errno != EAGAIN:  # EWOULDBLOCK is EAGAIN on Linux and FreeBSD
                 self._close()
-            return
+            return 0
         if n == 0:
             self._close()
-            return
+            return 0
         now = self.read_at = clock_seconds(CLOCK_MONOTONIC)
         starts = self.state != READING  # this read begins a request
         if starts:
             self.state = READING
             self.head_bytes = 0
-            self.deadline = now + self.header_timeout
+            self.deadline = now + shared.header_timeout
         if self.head_bytes >= 0:
             self.head_bytes += n
-            if self.head_bytes > self.max_head_size:
+            if self.head_bytes > shared.max_head_size:
                 self.reject(431)
-                return
+                return 0
+        reader = self.reader
+        if reader is None:
+            if shared.pool:
+                reader = self.reader = <Reader>shared.pool.pop()
+            else:
+                reader = self.reader = Reader()
+            reader.conn = self
+        self.reusable = True
         data = PyBytes_FromStringAndSize(recv_buffer, n)
         try:
-            self.parser.feed_data(data)
+            reader.parser.feed_data(data)
         except _HttpParserInvalidMethodError:
             # llhttp's HPE_INVALID_METHOD is both an unknown method token ("FOO /o/x
             # HTTP/1.1": 405, as nginx answers for a static file) and a request line it
             # cannot parse at all ("GET\r\n", a TLS handshake): 400.
+            self.reader = None
             self.reject(405 if starts and unknown_method(data, n) else 400)
+            return 0
         except _HttpParserUpgrade:
             # llhttp stops after a request asking to switch protocols (Upgrade, CONNECT).
             # It has been answered in HTTP/1.1 (RFC 9110 section 7.8: a server may ignore
             # Upgrade); nothing after it is read: close once its response is sent.
+            self.reader = None
             last = self.queue[-1] if self.queue else self.current
             if last is None:
                 self._close()
             else:
-                last.keep_alive = False
+                (<Response>last).keep_alive = False
+            return 0
         except _HttpParserError:
+            self.reader = None
             if not self.closing:
                 self.reject(400)
+            return 0
+        if self.state != READING and not self.closing and self.reader is not None:
+            # Between requests: the parser goes back to the worker's pool.
+            if self.reusable:
+                reader.conn = None
+                shared.pool.append(reader)
+            self.reader = None
+        return 0
 
-    # httptools callbacks ---------------------------------------------------
+    # httptools callbacks, through Reader ----------------------------------
 
-    def on_url(self, bytes url):
+    cdef int on_url(self, bytes url) except -1:
         if not self.url:
             self.t0 = self.read_at
             self.url = url
         else:
             self.url += url
-        if PyBytes_GET_SIZE(self.url) > self.max_url_size:
+        if PyBytes_GET_SIZE(self.url) > self.shared.max_url_size:
             self.reject(414)
             raise _HttpParserError("URL too long")
+        return 0
 
-    def on_header(self, bytes name, bytes value):
+    cdef int on_header(self, bytes name, bytes value) except -1:
         # Only the headers we act on are kept, by their lower-case name. The whole head
-        # is bounded in on_readable; one kept header alone by max_header_size.
-        if PyBytes_GET_SIZE(name) == 0:
-            return
-        if not wanted_first[<unsigned char>PyBytes_AS_STRING(name)[0] | 0x20]:
-            return
+        # is bounded by max_header_size + max_url_size (on_readable); a kept field's
+        # value alone by max_header_size.
         key = name.lower()
-        if key in self.wanted:
-            if PyBytes_GET_SIZE(value) > self.max_header_size:
+        if key == b"host":
+            # RFC 9112 section 3.2: one Host field, with a valid value.
+            if self.hosts >= 0 and valid_host_c(value):
+                self.hosts = 2 if self.hosts else 1
+            else:
+                self.hosts = -1
+            return 0
+        if key == b"transfer-encoding":
+            self.chunked = True
+            return 0
+        if key in self.shared.wanted:
+            if PyBytes_GET_SIZE(value) > self.shared.max_header_size:
                 self.reject(431)
                 raise _HttpParserError("header too large")
             if self.headers is None:
                 self.headers = {key: value}
             else:
                 self.headers[key] = value
+        return 0
 
-    def on_headers_complete(self):
-        self.head_bytes = -1  # the head is complete: no more head-size accounting
-
-    def on_body(self, bytes body):
+    cdef int on_body(self, bytes body) except -1:
         self.body_bytes += PyBytes_GET_SIZE(body)
         if self.body_bytes > MAX_BODY:
             self.reject(413)
             raise _HttpParserError("body too large")
+        return 0
 
-    def on_message_complete(self):
+    cdef int on_message_complete(self) except -1:
+        cdef Shared shared
         cdef double t0
-        cdef HotObject hot
+        cdef bint keep_alive
+        cdef Response resp
         if self.closing:
             # llhttp goes on through the rest of the read after a callback closed the
             # connection (a send failed, too many pipelined requests): none is answered.
-            return
-        handler = self.handler
-        if (self.headers is None and self.current is None and self.plain
-                and not handler.closing):
-            parser = self.parser
-            if parser.get_method() == b"GET" and parser.should_keep_alive():
-                # The hot path: a plain keep-alive GET of an object whose file is open,
-                # looked up by the raw target (ObjectTable.by_url, inlined); nothing in
-                # flight before it.
-                objects = self.objects
-                obj = (<dict?>objects.urls).get(self.url)
-                if obj is not None:
-                    hot = obj.hot
-                    if hot is None:
-                        hot = obj.hot = HotObject(obj)
-                    objects.open.move_to_end(hot.id)
-                    t0 = self.t0
-                    self.url = b""
-                    self.body_bytes = 0
-                    self.head_bytes = 0
-                    self.t0 = 0.0
-                    self.state = IDLE
-                    self.send_plain(obj, hot, t0)
-                    return
-        job = handler.respond(self)
+            return 0
+        shared = self.shared
+        handler = shared.handler
+        parser = self.reader.parser
+        keep_alive = parser.should_keep_alive()
+        if not keep_alive:
+            self.reusable = False
+        # RFC 9112 section 3.2: a 400 for an HTTP/1.1 request without Host, and for any
+        # with more than one or an invalid one. Section 6.1: a Transfer-Encoding in an
+        # HTTP/1.0 request is faulty framing (llhttp accepts it there): 400 and close.
+        if self.hosts != 1 or self.chunked:
+            if self.hosts < 0 or self.hosts > 1:
+                faulty = True
+            else:
+                http11 = parser.get_http_version() == "1.1"
+                faulty = (self.hosts == 0 and http11) or (self.chunked and not http11)
+            if faulty:
+                self.reject(400)
+                raise _HttpParserError("bad Host or Transfer-Encoding")
+        url = self.url
+        if PyBytes_GET_SIZE(url) == 0 or PyBytes_AS_STRING(url)[0] != c'/':
+            url = absolute_path(url)
+        t0 = self.t0
+        headers = self.headers
         self.url = b""
         self.headers = None
         self.body_bytes = 0
         self.head_bytes = 0
+        self.hosts = 0
+        self.chunked = False
         self.t0 = 0.0
         self.state = IDLE
-        if self.current is None:
-            self.start(job)
-        else:
-            if self.queue is None:
-                self.queue = deque()
-            self.queue.append(job)
-            if len(self.queue) > MAX_PIPELINE:
-                self._close()
+        if (keep_alive and handler.tokens is None and not handler.closing
+                and (headers is None or (len(headers) == 1 and b"range" in headers))
+                and parser.get_method() == b"GET"
+                and self.answer(url, headers, t0)):
+            return 0
+        self.url = url
+        self.headers = headers
+        self.t0 = t0
+        resp = <Response?>handler.respond(self)
+        self.url = b""
+        self.headers = None
+        self.t0 = 0.0
+        resp.t0 = t0
+        self.queue_response(resp)
+        return 0
+
+    cdef bint answer(self, bytes url, object headers, double t0) except -1:
+        # Answer a keep-alive GET of an open entry here when it is a whole object, one
+        # range "bytes=a-b" or "bytes=a-", or a /range/ URL; False: the handler decides.
+        cdef EntryTable entries = self.shared.entries
+        cdef Entry entry = entries.lookup_url(url)
+        cdef const char *p
+        cdef Py_ssize_t n, dash, cut
+        cdef long long first, last
+        if entry is not None:
+            if headers is None:
+                self.send_entry(entry, 200, None, 0, entry.size, t0)
+                return True
+            if self.shared.max_ranges < 1:
+                return False
+            rng = <bytes?>headers[b"range"]
+            p = PyBytes_AS_STRING(rng)
+            n = PyBytes_GET_SIZE(rng)
+            if n < 8 or p[0] != c'b' or p[1] != c'y' or p[2] != c't' or p[3] != c'e' \
+                    or p[4] != c's' or p[5] != c'=':
+                return False
+            dash = 6
+            while dash < n and p[dash] != c'-':
+                dash += 1
+            if dash == n:
+                return False
+            first = digits(p + 6, dash - 6)
+            if first < 0 or first >= entry.size:
+                return False
+            if dash + 1 == n:
+                last = entry.size - 1
+            else:
+                last = digits(p + dash + 1, n - dash - 1)
+                if last < first:
+                    return False
+                if last >= entry.size:
+                    last = entry.size - 1
+            self.send_entry(entry, 206, rng.decode("latin-1"), first, last - first + 1, t0)
+            return True
+        if headers is not None:
+            return False
+        p = PyBytes_AS_STRING(url)
+        n = PyBytes_GET_SIZE(url)
+        if n < 12 or p[0] != c'/' or p[1] != c'o' or p[2] != c'/':
+            return False
+        cut = url.find(b"/range/", 3)
+        if cut < 0:
+            return False
+        entry = entries.lookup_url(url[:cut])
+        if entry is None:
+            return False
+        dash = cut + 7
+        while dash < n and p[dash] != c'-':
+            dash += 1
+        if dash == n:
+            return False
+        first = digits(p + cut + 7, dash - cut - 7)
+        last = digits(p + dash + 1, n - dash - 1)
+        if first < 0 or last < first or first >= entry.size:
+            return False
+        if last >= entry.size:
+            last = entry.size - 1
+        self.send_entry(entry, -1, None, first, last - first + 1, t0)
+        return True
 
     # -- writing ------------------------------------------------------------
 
-    cdef int send_plain(self, obj, HotObject hot, double t0) except -1:
-        # The 200 of a plain GET of *obj*: no Job unless the socket fills up.
+    cdef int send_entry(self, Entry entry, int status, str rng, long long offset,
+                        long long count, double t0) except -1:
+        # A response of *entry* decided here: 200 (the whole object), 206 (one range) or
+        # -1 (a /range/ URL's 200). No Response object unless it does not go out whole.
         cdef double now = clock_seconds(CLOCK_REALTIME)
         cdef double end
         cdef long long sent
-        handler = self.handler
-        if not hot.head_from <= now < hot.head_until:
-            handler.plain_head(obj, now)
-            hot.head = obj.head200
-            hot.head_from = obj.head_from
-            hot.head_until = obj.head_until
-        try:
-            sent = send_response_c(self.fd, hot.head, hot.fd, 0, hot.size, 0, self.budget)
-        except OSError as e:
-            job = handler.plain_job(obj, t0)
-            self.send_failed(job, e)
-            self.finish(job)
+        cdef bytes head
+        cdef Response resp
+        if not entry.head_from <= now < entry.head_until:
+            self.shared.handler.render_heads(entry, now)
+        if status == 200:
+            head = entry.head200
+        elif status == 206:
+            head = head_206(entry, offset, count)
+        else:
+            status = 200
+            head = head_slice(entry, offset, count)
+        if self.current is not None:  # pipelined behind a response under way
+            self.queue_response(own_response(status, head, entry, offset, count, rng, t0))
             return 0
-        if sent < PyBytes_GET_SIZE(hot.head) + hot.size:
-            job = handler.plain_job(obj, t0)
-            job.sent = sent
-            self.wait_writable(job)
+        try:
+            sent = send_response_c(self.fd, head, entry.fd, offset, count, 0,
+                                   self.shared.budget)
+        except OSError as e:
+            resp = own_response(status, head, entry, offset, count, rng, t0)
+            self.send_failed(resp, e)
+            self.finish(resp)
+            return 0
+        if sent < PyBytes_GET_SIZE(head) + count:
+            resp = own_response(status, head, entry, offset, count, rng, t0)
+            resp.sent = sent
+            self.wait_writable(resp)
             return 0
         end = clock_seconds(CLOCK_MONOTONIC)
-        self.plain_done(hot, end - t0)
-        self.deadline = end + self.keepalive_timeout
+        self.shared.count(status, entry, count, end - t0)
+        if self.shared.logging:
+            self.shared.log_own(entry, status, rng, count, end - t0, self.client_json)
+        self.deadline = end + self.shared.keepalive_timeout
         return 0
 
-    cdef int plain_done(self, HotObject hot, double dur) except -1:
-        # Handler.plain_done: WorkerMetrics.record(200, obj.tier, obj.size, dur, True) and
-        # AccessLog.log_plain(time.time(), *obj.log_plain, client_json, dur * 1000).
-        cdef list counts = self.counts
-        cdef Py_ssize_t i = 0
-        cdef double ts, ms_start, ms_end
-        cdef char text[32]
-        cdef int n
-        cdef str line_head, dur_text
-        counts[slot_200] += 1
-        counts[hot.tier_slot] += hot.size
-        counts[slot_fastpath] += 1
-        # bisect_left: the first bound >= dur (Prometheus' "le"); past the last: +Inf.
-        while i < bucket_count and bucket_bounds[i] < dur:
-            i += 1
-        counts[slot_bucket0 + i] += 1
-        counts[slot_seconds] += dur
-        if not self.logging:
-            return 0
-        log = self.access_log
-        ts = clock_seconds(CLOCK_REALTIME)
-        ms_start = log.ms_start
-        ms_end = log.ms_end
-        if not ms_start <= ts < ms_end:
-            log.set_millisecond(ts)
-        # C's "%.3f" and Python's format(x, ".3f") both round the exact binary value
-        # correctly (ties to even): the same text.
-        n = snprintf(text, sizeof(text), "%.3f", dur * 1000.0)
-        dur_text = PyUnicode_DecodeASCII(text, n, NULL)
-        line_head = log.line_head
-        lines = <list?>log.lines
-        lines.append(f'{line_head}{hot.log_before}{self.client_json},"dur_ms":{dur_text}'
-                     f'{hot.log_after}')
-        if len(lines) >= self.log_max_lines:
-            log.flush()
+    cdef int queue_response(self, Response resp) except -1:
+        if self.current is None:
+            self.start(resp)
+        else:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(resp)
+            if len(self.queue) > MAX_PIPELINE:
+                self._close()
         return 0
 
-    cdef int start(self, job) except -1:
-        # Send *job*; when the socket fills up, wait for writability.
+    cdef int start(self, Response resp) except -1:
+        # Send *resp*; when the socket fills up, wait for writability.
         while True:
-            if not self.send(job):
-                self.wait_writable(job)
+            if not self.send(resp):
+                self.wait_writable(resp)
                 return 0
-            self.finish(job)
+            self.finish(resp)
             if self.closing:
                 return 0
             if not self.queue:
                 return 0
-            job = self.queue.popleft()
+            resp = <Response>self.queue.popleft()
 
-    cdef int wait_writable(self, job) except -1:
-        # *job* is under way and the socket is full: send the rest when it is writable.
-        self.current = job
+    cdef int wait_writable(self, Response resp) except -1:
+        # *resp* is under way and the socket is full: send the rest when it is writable.
+        self.current = resp
+        loop = self.shared.loop
         if self.reading:
             self.reading = False
-            self.loop.remove_reader(self.fd)
-        self.loop.add_writer(self.fd, self.on_writable)
+            self.shared.unwatch(self.fd)
+        loop.add_writer(self.fd, self.on_writable)
         self.state = WRITING
-        self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.send_timeout
+        self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.shared.send_timeout
         return 0
 
     def on_writable(self):
-        job = self.current
-        before = job.sent
-        if not self.send(job):
-            if job.sent != before:
-                self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.send_timeout
+        cdef Response resp = self.current
+        cdef Shared shared = self.shared
+        cdef long long before = resp.done + resp.sent
+        if not self.send(resp):
+            if resp.done + resp.sent != before:
+                self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.send_timeout
             return
-        self.loop.remove_writer(self.fd)
+        shared.loop.remove_writer(self.fd)
         self.current = None
-        self.finish(job)
+        self.finish(resp)
         if self.closing:
             return
         while self.queue:
-            job = self.queue.popleft()
-            if not self.send(job):
-                self.current = job
-                self.loop.add_writer(self.fd, self.on_writable)
+            resp = <Response>self.queue.popleft()
+            if not self.send(resp):
+                self.current = resp
+                shared.loop.add_writer(self.fd, self.on_writable)
                 return
-            self.finish(job)
+            self.finish(resp)
             if self.closing:
                 return
         self.state = IDLE
-        self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.keepalive_timeout
+        self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
         self.reading = True
-        self.loop.add_reader(self.fd, self.on_readable)
+        shared.watch(self.fd, self)
 
-    cdef int send(self, job) except -1:
-        # Send what the socket takes; 1 when *job* is complete.
-        cdef long long sent
+    cdef bint send(self, Response resp) except -1:
+        # Send what the socket takes (at most the budget); True when *resp* is done.
+        cdef long long budget = self.shared.budget
+        cdef long long before, sent, offset, count
+        cdef Py_ssize_t part
+        cdef bytes head
+        cdef int file_fd
         while True:
+            part = resp.part
+            if part == 0:
+                head = resp.head
+                offset = resp.offset
+                count = resp.count
+            else:
+                segment = <tuple>resp.parts[part - 1]
+                head = <bytes>segment[0]
+                offset = segment[1]
+                count = segment[2]
+            file_fd = resp.entry.fd if count else -1
+            before = resp.sent
             try:
-                sent = send_response_c(self.fd, job.head, job.file_fd, job.offset, job.count,
-                                       job.sent, self.budget)
+                sent = send_response_c(self.fd, head, file_fd, offset, count, before, budget)
             except OSError as e:
-                self.send_failed(job, e)
-                return 1
-            job.sent = sent
-            if sent < job.total:
-                return 0
-            if not job.next_part():
-                return 1
+                self.send_failed(resp, e)
+                return True
+            resp.sent = sent
+            if sent < PyBytes_GET_SIZE(head) + count:
+                return False
+            if resp.parts is None or part >= len(resp.parts):
+                return True
+            resp.done += sent
+            resp.sent = 0
+            resp.part = part + 1
+            if budget > 0:
+                budget -= sent - before
+                if budget <= 0:
+                    return False
 
-    cdef int send_failed(self, job, exc) except -1:
-        if exc.errno in (_errno.EIO, _errno.ENODATA, _errno.ENXIO) and job.obj is not None:
-            self.objects.fail_disk(job.obj.disk, f"{exc.strerror} sending {job.obj.id}")
-        job.keep_alive = False
-        job.aborted = True
+    cdef int send_failed(self, Response resp, exc) except -1:
+        entry = resp.entry
+        if exc.errno in _DISK_ERRORS and entry is not None:
+            self.shared.handler.objects.fail_disk(entry.disk,
+                                                  f"{exc.strerror} sending {entry.id}")
+        resp.keep_alive = False
+        resp.aborted = True
         return 0
 
-    cdef int finish(self, job) except -1:
-        handler = self.handler
-        handler.done(self, job)
-        if not job.keep_alive or handler.closing:
+    cdef int finish(self, Response resp) except -1:
+        self.account(resp)
+        if not resp.keep_alive or self.shared.handler.closing:
             # Past the drain deadline or shutting down: no idle connection is kept.
             self._close()
             return 0
-        self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.keepalive_timeout
+        self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.shared.keepalive_timeout
+        return 0
+
+    cdef int account(self, Response resp) except -1:
+        # Count *resp* (worker metrics, its entry's hits and body bytes) and log it.
+        cdef Shared shared = self.shared
+        cdef double dur = clock_seconds(CLOCK_MONOTONIC) - resp.t0
+        cdef long long body = resp.done + resp.sent - resp.head_len
+        cdef Entry entry = resp.entry
+        if body < 0:
+            body = 0
+        shared.count(resp.status, entry, body, dur)
+        if not shared.logging:
+            return 0
+        if resp.own:
+            shared.log_own(entry, resp.status, resp.range, body, dur, self.client_json)
+            return 0
+        log = shared.access_log
+        method = resp.method
+        if entry is not None and (method == "GET" or method == "HEAD"):
+            log.log_object(clock_seconds(CLOCK_REALTIME),
+                           entry.log_get if method == "GET" else entry.log_head,
+                           resp.status, body, resp.range, self.client_json, dur * 1000.0,
+                           entry.log_tier)
+            return 0
+        log.log(clock_seconds(CLOCK_REALTIME), method, resp.oid, resp.status, body,
+                resp.range, self.client, dur * 1000.0, None if entry is None else entry.tier,
+                resp.path)
         return 0
 
     cdef int reject(self, int status) except -1:
         # Answer a malformed request with *status* and close, whatever is queued.
+        cdef Response resp
         if self.closing:
             return 0
-        job = self.handler.error(self, status)
+        resp = <Response?>self.shared.handler.error(status)
+        resp.t0 = self.t0 or clock_seconds(CLOCK_MONOTONIC)
         self.queue = None
         if self.current is None:
-            self.start(job)
+            self.start(resp)
         else:
             self._close()
         if not self.closing:
@@ -488,29 +950,62 @@ cdef class Connection:
         self._close()
 
     cdef int _close(self) except -1:
+        cdef Response resp
         if self.closing:
             return 0
         self.closing = True
         self.state = CLOSED
-        loop = self.loop
+        loop = self.shared.loop
         if self.reading:
-            loop.remove_reader(self.fd)
-        job = self.current
-        if job is not None:
+            self.shared.unwatch(self.fd)
+        resp = self.current
+        if resp is not None:
             loop.remove_writer(self.fd)
             self.current = None
             # A response cut off (send_timeout, drain deadline, shutdown) still gets its
             # access-log line and its count, with the body bytes that did go out.
-            job.aborted = True
-            job.keep_alive = False
-            self.handler.done(self, job)
+            resp.aborted = True
+            resp.keep_alive = False
+            self.account(resp)
         self.queue = None
-        # The parser holds our bound callbacks: without it the connection is freed at
-        # once by reference counting, not by a full garbage collection much later.
-        self.parser = None
-        self.server.forget(self)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        # llhttp may still call back for the rest of this read: the reader keeps its
+        # connection (closing, it answers nothing) and is freed with the read.
+        self.reader = None
+        self.shared.server.forget(self)
+        c_close(self.fd)
         return 0
+
+
+cdef bytes concat(bytes a, const char *b, Py_ssize_t nb, bytes c, const char *d,
+                  Py_ssize_t nd):
+    # a + b[:nb] + c + d[:nd] as one new bytes object (c may be None).
+    cdef Py_ssize_t na = PyBytes_GET_SIZE(a)
+    cdef Py_ssize_t nc = 0 if c is None else PyBytes_GET_SIZE(c)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, na + nb + nc + nd)
+    cdef char *o = PyBytes_AS_STRING(out)
+    memcpy(o, PyBytes_AS_STRING(a), na)
+    memcpy(o + na, b, nb)
+    if nc:
+        memcpy(o + na + nb, PyBytes_AS_STRING(c), nc)
+    memcpy(o + na + nb + nc, d, nd)
+    return out
+
+
+cdef bytes head_206(Entry entry, long long offset, long long count):
+    # Handler._conditional's single-range head, keep-alive.
+    cdef char tail[160]
+    cdef int n = snprintf(tail, sizeof(tail),
+                          "%lld-%lld/%lld\r\nContent-Length: %lld\r\n"
+                          "Connection: keep-alive\r\n\r\n",
+                          offset, offset + count - 1, entry.size, count)
+    return concat(entry.head206, tail, n, None, NULL, 0)
+
+
+cdef bytes head_slice(Entry entry, long long offset, long long count):
+    # Handler._path_range's 200 head, keep-alive.
+    cdef char mid[64]
+    cdef char tail[64]
+    cdef int nm = snprintf(mid, sizeof(mid), "%lld-%lld\"\r\n", offset, offset + count - 1)
+    cdef int nt = snprintf(tail, sizeof(tail), "%lld\r\nConnection: keep-alive\r\n\r\n",
+                           count)
+    return concat(entry.head_slice, mid, nm, entry.head_slice_mid, tail, nt)

@@ -1,21 +1,21 @@
-"""One client connection of ``oca serve`` in pure Python: the twin of ``_connection.pyx``.
+"""The connection loop of ``oca serve`` in pure Python: the twin of ``_connection.pyx``.
 
-``Connection(server, sock, client, client_json)`` serves the non-blocking socket *sock*
-of the peer *client* (its IP address; *client_json* is the same as a JSON string, for
-the access log): it reads requests, parses them with httptools (llhttp) and answers them
-in order, pipelined ones included. It uses
+The interface of both is ``_fastpath/__init__.pyi`` (docs/fastpath.md explains it):
 
-* of ``server``: ``loop`` (add_reader, add_writer), ``handler``, ``forget(conn)`` (called
-  once, on close) and the limits ``header_timeout``, ``keepalive_timeout``,
-  ``send_timeout``, ``max_head_size``, ``max_header_size``, ``max_url_size`` and
-  ``sendfile_max_chunk``;
-* of ``server.handler``: ``respond(conn)`` (the Job answering a parsed request),
-  ``done(conn, job)`` (count and log it), ``error(conn, status)`` (a malformed request),
-  ``REQUEST_HEADERS``, ``tokens``, ``closing`` and ``objects``; and for a plain keep-alive
-  GET of an open object (``objects.by_url``), the hot path, ``plain_head``,
-  ``plain_job`` (only when the socket fills up) and ``plain_done``. The compiled loop
-  reads ``objects.urls`` and ``objects.open`` instead of calling ``by_url``, and does
-  ``plain_done``'s work in C through ``handler.metrics`` and ``handler.access_log``.
+* ``Entry``: an object open for serving, as the loop reads it (fd, size, target, the
+  heads and log pieces rendered beforehand, the per-object counters ``hits`` and
+  ``body_bytes``); ``oca.http.objects.OpenObject`` is its subclass.
+* ``EntryTable``: the open entries, an LRU by id with a second index by target.
+* ``Response``: a response decided in Python, as a descriptor: status, head bytes, the
+  entry and the body segments (offset, count; then the multipart parts).
+* ``Shared``: what every connection of one worker reads (the server's limits, the
+  handler, the entries, the counter and log sinks), taken from the server once.
+* ``Connection(shared, fd, client_json)``: one client connection (*client_json* is the
+  peer's address as a JSON string, for the access log). It reads
+  requests, parses them with httptools (llhttp), answers plain GETs, single ranges and
+  ``/range/`` URLs of open entries itself, asks ``handler.respond(conn)`` for any other
+  answer, sends every response (budgeted, partial sends, pipelining), counts it and
+  writes its access-log line. It owns *fd* and closes it.
 
 The handler reads ``conn.parser``, ``url``, ``headers`` (the REQUEST_HEADERS the request
 has, by lower-case name, or None), ``t0`` (when its first byte was read, a
@@ -26,9 +26,9 @@ requests, nothing under way), and calls ``close()``.
 
 import contextlib
 import errno
-import socket
+import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 import httptools
 
@@ -40,7 +40,11 @@ from ._framing import (
     READING,
     RECV_SIZE,
     WRITING,
+    absolute_path,
+    simple_range,
+    slice_bounds,
     unknown_method,
+    valid_host,
 )
 from ._pysendfile import send_response as _send_response
 
@@ -51,43 +55,186 @@ _monotonic = time.monotonic
 _time = time.time
 
 # One receive buffer per process serves every connection (requests are parsed
-# synchronously), so an idle keep-alive connection costs only its Connection, parser and
-# poll handle.
+# synchronously).
 _recv_buffer = bytearray(RECV_SIZE)
 _recv_view = memoryview(_recv_buffer)
+_recv_list = [_recv_buffer]
+
+_DISK_ERRORS = (errno.EIO, errno.ENODATA, errno.ENXIO)
+
+
+class Entry:
+    """An object open for serving, as the connection loop reads it."""
+
+    __slots__ = ("id", "fd", "size", "url", "tier", "hits", "body_bytes", "head200",
+                 "head206", "head_slice", "head_slice_mid", "head_from", "head_until",
+                 "log_get", "log_head", "log_tier", "log_plain")
+
+    def __init__(self, object_id: str, fd: int, size: int, tier: str | None):
+        self.id = object_id
+        self.fd = fd
+        self.size = size
+        self.url = b"/o/" + object_id.encode()
+        self.tier = tier
+        self.hits = 0
+        self.body_bytes = 0
+        # Rendered by Handler.render_heads for the epoch second [head_from, head_until).
+        self.head200 = self.head206 = self.head_slice = b""
+        self.head_slice_mid = b""
+        self.head_from = self.head_until = 0.0
+        self.log_get = self.log_head = self.log_tier = ""
+        self.log_plain = ("", "")
+
+
+class EntryTable:
+    """The open entries: at most *capacity*, least recently used first out."""
+
+    __slots__ = ("capacity", "_by_id", "_by_url")
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._by_id: OrderedDict[str, Entry] = OrderedDict()
+        self._by_url: dict[bytes, Entry] = {}
+
+    def add(self, entry: Entry) -> Entry | None:
+        """Add *entry* as the most recent; return the entry it put out (the one it
+        replaced under the same id, else the least recent one past *capacity*)."""
+        old = self._by_id.pop(entry.id, None)
+        if old is not None:
+            del self._by_url[old.url]
+        self._by_id[entry.id] = entry
+        self._by_url[entry.url] = entry
+        if old is None and len(self._by_id) > self.capacity:
+            old = self._by_id.popitem(last=False)[1]
+            del self._by_url[old.url]
+        return old
+
+    def get(self, object_id: str) -> Entry | None:
+        entry = self._by_id.get(object_id)
+        if entry is not None:
+            self._by_id.move_to_end(object_id)
+        return entry
+
+    def by_url(self, url: bytes) -> Entry | None:
+        """The entry whose target is exactly *url* (``/o/<id>``), made the most recent."""
+        entry = self._by_url.get(url)
+        if entry is not None:
+            self._by_id.move_to_end(entry.id)
+        return entry
+
+    def remove(self, object_id: str) -> Entry | None:
+        entry = self._by_id.pop(object_id, None)
+        if entry is not None:
+            del self._by_url[entry.url]
+        return entry
+
+    def clear(self) -> list:
+        """Remove every entry; return them."""
+        entries = list(self._by_id.values())
+        self._by_id.clear()
+        self._by_url.clear()
+        return entries
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self):
+        return iter(list(self._by_id.values()))
+
+
+class Response:
+    """A response decided in Python: ``head`` (its first *head_len* bytes are the head,
+    any others a short body), then *count* bytes of *entry*'s file from *offset*, then
+    each of *parts*, ``(part_head, offset, count)``, in order (multipart/byteranges)."""
+
+    __slots__ = ("status", "head", "entry", "offset", "count", "parts", "keep_alive",
+                 "head_len", "method", "oid", "range", "path", "t0",
+                 "sent", "done", "part", "aborted")
+
+    def __init__(self, status: int, head: bytes, entry: Entry | None = None, offset: int = 0,
+                 count: int = 0, parts: list | None = None, keep_alive: bool = True,
+                 head_len: int = -1, method: str = "GET", oid: str | None = None,
+                 range: str | None = None, path: str | None = None):  # noqa: A002
+        self.status = status
+        self.head = head
+        self.entry = entry
+        self.offset = offset
+        self.count = count
+        self.parts = parts
+        self.keep_alive = keep_alive
+        self.head_len = len(head) if head_len < 0 else head_len
+        self.method = method
+        self.oid = oid
+        self.range = range
+        self.path = path
+        self.t0 = 0.0
+        self.sent = 0  # of the current segment (its head, then its file bytes)
+        self.done = 0  # bytes of the segments before it
+        self.part = 0  # the current segment: 0, then 1 + the index in parts
+        self.aborted = False
+
+    def body_sent(self) -> int:
+        return max(0, self.done + self.sent - self.head_len)
+
+
+class Shared:
+    """What every connection of one worker reads, taken from the server once."""
+
+    __slots__ = ("server", "handler", "loop", "entries", "metrics", "access_log", "logging",
+                 "wanted", "header_timeout", "keepalive_timeout", "send_timeout",
+                 "max_head_size", "max_header_size", "max_url_size", "budget", "max_ranges",
+                 "pool")
+
+    def __init__(self, server):
+        handler = server.handler
+        self.server = server
+        self.handler = handler
+        self.loop = server.loop
+        self.entries = handler.objects.entries
+        self.metrics = handler.metrics
+        self.access_log = handler.access_log
+        self.logging = handler.logging
+        self.wanted = handler.REQUEST_HEADERS
+        self.header_timeout = server.header_timeout
+        self.keepalive_timeout = server.keepalive_timeout
+        self.send_timeout = server.send_timeout
+        self.max_head_size = server.max_head_size
+        self.max_header_size = server.max_header_size
+        self.max_url_size = server.max_url_size
+        self.budget = server.sendfile_max_chunk
+        self.max_ranges = handler.max_ranges
+        self.pool: list = []  # parsers between requests, for the next connection that reads
 
 
 class Connection:
     """One client connection: parse requests, send responses, in order."""
 
-    __slots__ = ("server", "handler", "wanted", "sock", "fd", "client", "client_json",
-                 "parser", "state", "deadline", "url", "headers", "head_bytes", "body_bytes",
-                 "t0", "read_at", "current", "queue", "reading", "closing")
+    __slots__ = ("shared", "fd", "client_json", "reader", "state", "deadline",
+                 "url", "headers", "head_bytes", "body_bytes", "hosts", "chunked",
+                 "t0", "read_at", "current", "queue", "reading", "closing", "reusable")
 
-    def __init__(self, server, sock: socket.socket, client: str, client_json: str):
-        self.server = server
-        handler = self.handler = server.handler
-        self.wanted = handler.REQUEST_HEADERS
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.client = client
+    def __init__(self, shared: Shared, fd: int, client_json: str):
+        self.shared = shared
+        self.fd = fd
         self.client_json = client_json
-        self.parser = httptools.HttpRequestParser(self)
+        # A parser only while a request is being read (docs/fastpath.md, "Memory").
+        self.reader: _Reader | None = None
         self.state = IDLE
-        self.deadline = _monotonic() + server.keepalive_timeout
-        # Per-request fields, reset after each request (not in on_message_begin: one
-        # Python callback less per request).
+        self.deadline = _monotonic() + shared.keepalive_timeout
         self.url = b""
         self.headers: dict[bytes, bytes] | None = None  # only the headers we act on
         self.head_bytes = 0
         self.body_bytes = 0
+        self.hosts = 0  # Host fields seen; -1 once one is invalid
+        self.chunked = False  # a Transfer-Encoding field was seen
         self.t0 = 0.0
         self.read_at = 0.0  # when the last read returned: a request's t0 is its first read
-        self.current = None  # the Job being sent
-        self.queue: deque | None = None  # Jobs of pipelined requests, parsed ahead
+        self.current: Response | None = None  # the response being sent
+        self.queue: deque | None = None  # responses of pipelined requests, decided ahead
         self.reading = True
         self.closing = False
-        server.loop.add_reader(self.fd, self.on_readable)
+        self.reusable = True  # the parser may serve another connection after this read
+        shared.loop.add_reader(fd, self.on_readable)
 
     @property
     def idle(self) -> bool:
@@ -97,9 +244,9 @@ class Connection:
     # -- reading ------------------------------------------------------------
 
     def on_readable(self) -> None:
-        server = self.server
+        shared = self.shared
         try:
-            n = self.sock.recv_into(_recv_buffer)
+            n = os.readv(self.fd, _recv_list)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -113,48 +260,82 @@ class Connection:
         if starts:
             self.state = READING
             self.head_bytes = 0
-            self.deadline = now + server.header_timeout
+            self.deadline = now + shared.header_timeout
         if self.head_bytes >= 0:
             self.head_bytes += n
-            if self.head_bytes > server.max_head_size:
+            if self.head_bytes > shared.max_head_size:
                 self.reject(431)
                 return
+        reader = self.reader
+        if reader is None:
+            reader = self.reader = shared.pool.pop() if shared.pool else _Reader()
+            reader.conn = self
+        self.reusable = True
         try:
-            self.parser.feed_data(_recv_view[:n])
+            reader.parser.feed_data(_recv_view[:n])
         except httptools.HttpParserInvalidMethodError:
             # llhttp's HPE_INVALID_METHOD is both an unknown method token ("FOO /o/x
             # HTTP/1.1": 405, as nginx answers for a static file) and a request line it
             # cannot parse at all ("GET\r\n", a TLS handshake): 400.
             self.reject(405 if starts and unknown_method(_recv_buffer, n) else 400)
+            return
         except httptools.HttpParserUpgrade:
             # llhttp stops after a request asking to switch protocols (Upgrade, CONNECT).
             # It has been answered in HTTP/1.1 (RFC 9110 section 7.8: a server may ignore
             # Upgrade); nothing after it is read: close once its response is sent.
+            self.reader = None
             last = self.queue[-1] if self.queue else self.current
             if last is None:
                 self.close()
             else:
                 last.keep_alive = False
+            return
         except httptools.HttpParserError:
+            self.reader = None
             if not self.closing:
                 self.reject(400)
+            return
+        if self.state != READING and not self.closing and self.reader is not None:
+            # Between requests: the parser goes back to the worker's pool.
+            if self.reusable:
+                reader.conn = None
+                shared.pool.append(reader)
+            self.reader = None
 
-    # httptools callbacks ---------------------------------------------------
+    @property
+    def client(self) -> str:
+        """The peer's address (the JSON string of an address needs no escapes)."""
+        return self.client_json[1:-1]
+
+    @property
+    def parser(self):
+        """The request's parser (httptools.HttpRequestParser), while one is read."""
+        return None if self.reader is None else self.reader.parser
+
+    # httptools callbacks, through _Reader ---------------------------------
 
     def on_url(self, url: bytes) -> None:
         if not self.url:
             self.t0 = self.read_at
         self.url += url
-        if len(self.url) > self.server.max_url_size:
+        if len(self.url) > self.shared.max_url_size:
             self.reject(414)
             raise httptools.HttpParserError("URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Only the headers we act on are kept, by their lower-case name. The whole head
-        # is bounded in on_readable; one kept header alone by max_header_size.
+        # is bounded by max_header_size + max_url_size (on_readable); a kept field's
+        # value alone by max_header_size.
         key = name.lower()
-        if key in self.wanted:
-            if len(value) > self.server.max_header_size:
+        if key == b"host":
+            # RFC 9112 section 3.2: one Host field, with a valid value.
+            self.hosts = self.hosts + 1 if self.hosts >= 0 and valid_host(value) else -1
+            return
+        if key == b"transfer-encoding":
+            self.chunked = True
+            return
+        if key in self.shared.wanted:
+            if len(value) > self.shared.max_header_size:
                 self.reject(431)
                 raise httptools.HttpParserError("header too large")
             if self.headers is None:
@@ -176,151 +357,249 @@ class Connection:
             # llhttp goes on through the rest of the read after a callback closed the
             # connection (a send failed, too many pipelined requests): none is answered.
             return
-        handler = self.handler
+        shared = self.shared
+        handler = shared.handler
         parser = self.parser
-        if (self.headers is None and self.current is None and handler.tokens is None
-                and not handler.closing and parser.get_method() == b"GET"
-                and parser.should_keep_alive()):
-            # The hot path: a plain keep-alive GET of an object whose file is open, looked
-            # up by the raw target; nothing in flight before it.
-            obj = handler.objects.by_url(self.url)
-            if obj is not None:
-                t0 = self.t0
-                self.url = b""
-                self.body_bytes = 0
-                self.head_bytes = 0
-                self.t0 = 0.0
-                self.state = IDLE
-                self.send_plain(obj, t0)
-                return
-        job = handler.respond(self)
+        keep_alive = parser.should_keep_alive()
+        if not keep_alive:
+            self.reusable = False
+        if self.framing_error(parser):
+            self.reject(400)
+            raise httptools.HttpParserError("bad Host or Transfer-Encoding")
+        url = self.url
+        if url[:1] != b"/":
+            url = self.url = absolute_path(url)
+        t0 = self.t0
+        headers = self.headers
         self.url = b""
         self.headers = None
         self.body_bytes = 0
         self.head_bytes = 0
+        self.hosts = 0
+        self.chunked = False
         self.t0 = 0.0
         self.state = IDLE
-        if self.current is None:
-            self.start(job)
-        else:
-            if self.queue is None:
-                self.queue = deque()
-            self.queue.append(job)
-            if len(self.queue) > MAX_PIPELINE:
-                self.close()
+        if (keep_alive and handler.tokens is None and not handler.closing
+                and parser.get_method() == b"GET"
+                and (headers is None or (len(headers) == 1 and b"range" in headers))
+                and self.answer(url, headers, t0)):
+            return
+        self.url = url
+        self.headers = headers
+        self.t0 = t0
+        resp = handler.respond(self)
+        self.url = b""
+        self.headers = None
+        self.t0 = 0.0
+        resp.t0 = t0
+        self.queue_response(resp)
+
+    def framing_error(self, parser) -> bool:
+        # RFC 9112 section 3.2: a 400 for an HTTP/1.1 request without Host, and for any
+        # with more than one or an invalid one. Section 6.1: a Transfer-Encoding in an
+        # HTTP/1.0 request is faulty framing (llhttp accepts it there): 400 and close.
+        if self.hosts < 0 or self.hosts > 1:
+            return True
+        version = parser.get_http_version()
+        if version == "1.1":
+            return self.hosts == 0
+        return self.chunked
+
+    def answer(self, url: bytes, headers, t0: float) -> bool:
+        """Answer a keep-alive GET of an open entry here when it is a whole object, one
+        simple range or a ``/range/`` URL; False when the handler must decide."""
+        shared = self.shared
+        entries = shared.entries
+        entry = entries.by_url(url)
+        if entry is not None:
+            if headers is None:
+                self.send_entry(entry, 200, None, 0, entry.size, t0)
+                return True
+            rng = headers[b"range"]
+            bounds = simple_range(rng, entry.size) if shared.max_ranges > 0 else None
+            if bounds is None:
+                return False
+            first, last = bounds
+            self.send_entry(entry, 206, rng.decode("latin-1"), first, last - first + 1, t0)
+            return True
+        if headers is not None:
+            return False
+        cut = url.find(b"/range/", 3)
+        if cut < 0 or not url.startswith(b"/o/"):
+            return False
+        entry = entries.by_url(url[:cut])
+        if entry is None:
+            return False
+        bounds = slice_bounds(url, cut + 7, entry.size)
+        if bounds is None:
+            return False
+        first, last = bounds
+        self.send_entry(entry, -1, None, first, last - first + 1, t0)
+        return True
 
     # -- writing ------------------------------------------------------------
 
-    def send_plain(self, obj, t0: float) -> None:
-        """Send the 200 of a plain GET of *obj*: no Job unless the socket fills up."""
-        handler = self.handler
-        server = self.server
+    def send_entry(self, entry: Entry, status: int, rng: str | None, offset: int, count: int,
+                   t0: float) -> None:
+        """A response of *entry* decided here: 200 (the whole object), 206 (one range) or
+        -1 (a ``/range/`` URL's 200)."""
         now = _time()
-        if not obj.head_from <= now < obj.head_until:
-            handler.plain_head(obj, now)
-        head = obj.head200
-        try:
-            sent = _send_response(self.fd, head, obj.fd, 0, obj.size, 0,
-                                  server.sendfile_max_chunk)
-        except OSError as e:
-            job = handler.plain_job(obj, t0)
-            self.send_failed(job, e)
-            self.finish(job)
-            return
-        if sent < len(head) + obj.size:
-            job = handler.plain_job(obj, t0)
-            job.sent = sent
-            self.wait_writable(job)
-            return
-        end = _monotonic()
-        handler.plain_done(self, obj, end - t0)
-        self.deadline = end + server.keepalive_timeout
+        if not entry.head_from <= now < entry.head_until:
+            self.shared.handler.render_heads(entry, now)
+        if status == 200:
+            head = entry.head200
+        elif status == 206:
+            head = (entry.head206 + f"{offset}-{offset + count - 1}/{entry.size}\r\n"
+                    f"Content-Length: {count}\r\nConnection: keep-alive\r\n\r\n".encode())
+        else:
+            status = 200
+            head = (entry.head_slice + f'{offset}-{offset + count - 1}"\r\n'.encode()
+                    + entry.head_slice_mid
+                    + f"{count}\r\nConnection: keep-alive\r\n\r\n".encode())
+        resp = Response(status, head, entry, offset, count, None, True, -1, "GET", entry.id,
+                        rng)
+        resp.t0 = t0
+        self.queue_response(resp)
 
-    def start(self, job) -> None:
-        """Send *job*; when the socket fills up, wait for writability."""
+    def queue_response(self, resp: Response) -> None:
+        if self.current is None:
+            self.start(resp)
+        else:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(resp)
+            if len(self.queue) > MAX_PIPELINE:
+                self.close()
+
+    def start(self, resp: Response) -> None:
+        """Send *resp*; when the socket fills up, wait for writability."""
         while True:
-            if not self.send(job):
-                self.wait_writable(job)
+            if not self.send(resp):
+                self.wait_writable(resp)
                 return
-            self.finish(job)
+            self.finish(resp)
             if self.closing:
                 return
             if not self.queue:
                 return
-            job = self.queue.popleft()
+            resp = self.queue.popleft()
 
-    def wait_writable(self, job) -> None:
-        """*job* is under way and the socket is full: send the rest when it is writable."""
-        self.current = job
+    def wait_writable(self, resp: Response) -> None:
+        """*resp* is under way and the socket is full: send the rest when it is writable."""
+        self.current = resp
+        loop = self.shared.loop
         if self.reading:
             self.reading = False
-            self.server.loop.remove_reader(self.fd)
-        self.server.loop.add_writer(self.fd, self.on_writable)
+            loop.remove_reader(self.fd)
+        loop.add_writer(self.fd, self.on_writable)
         self.state = WRITING
-        self.deadline = _monotonic() + self.server.send_timeout
+        self.deadline = _monotonic() + self.shared.send_timeout
 
     def on_writable(self) -> None:
-        job = self.current
-        before = job.sent
-        if not self.send(job):
-            if job.sent != before:
-                self.deadline = _monotonic() + self.server.send_timeout
+        resp = self.current
+        shared = self.shared
+        before = resp.done + resp.sent
+        if not self.send(resp):
+            if resp.done + resp.sent != before:
+                self.deadline = _monotonic() + shared.send_timeout
             return
-        self.server.loop.remove_writer(self.fd)
+        shared.loop.remove_writer(self.fd)
         self.current = None
-        self.finish(job)
+        self.finish(resp)
         if self.closing:
             return
         while self.queue:
-            job = self.queue.popleft()
-            if not self.send(job):
-                self.current = job
-                self.server.loop.add_writer(self.fd, self.on_writable)
+            resp = self.queue.popleft()
+            if not self.send(resp):
+                self.current = resp
+                shared.loop.add_writer(self.fd, self.on_writable)
                 return
-            self.finish(job)
+            self.finish(resp)
             if self.closing:
                 return
         self.state = IDLE
-        self.deadline = _monotonic() + self.server.keepalive_timeout
+        self.deadline = _monotonic() + shared.keepalive_timeout
         self.reading = True
-        self.server.loop.add_reader(self.fd, self.on_readable)
+        shared.loop.add_reader(self.fd, self.on_readable)
 
-    def send(self, job) -> bool:
-        """Send what the socket takes; True when *job* is complete."""
+    def send(self, resp: Response) -> bool:
+        """Send what the socket takes (at most the budget); True when *resp* is done."""
+        budget = self.shared.budget
         while True:
+            part = resp.part
+            if part == 0:
+                head, offset, count = resp.head, resp.offset, resp.count
+            else:
+                head, offset, count = resp.parts[part - 1]
+            entry = resp.entry
+            before = resp.sent
             try:
-                job.sent = _send_response(self.fd, job.head, job.file_fd, job.offset, job.count,
-                                          job.sent, self.server.sendfile_max_chunk)
+                sent = resp.sent = _send_response(self.fd, head, entry.fd if count else -1,
+                                                  offset, count, before, budget)
             except OSError as e:
-                self.send_failed(job, e)
+                self.send_failed(resp, e)
                 return True
-            if job.sent < job.total:
+            if sent < len(head) + count:
                 return False
-            if not job.next_part():
+            if resp.parts is None or part >= len(resp.parts):
                 return True
+            resp.done += sent
+            resp.sent = 0
+            resp.part = part + 1
+            if budget > 0:
+                budget -= sent - before
+                if budget <= 0:
+                    return False
 
-    def send_failed(self, job, exc: OSError) -> None:
-        if exc.errno in (errno.EIO, errno.ENODATA, errno.ENXIO) and job.obj is not None:
-            self.server.objects.fail_disk(job.obj.disk, f"{exc.strerror} sending {job.obj.id}")
-        job.keep_alive = False
-        job.aborted = True
+    def send_failed(self, resp: Response, exc: OSError) -> None:
+        entry = resp.entry
+        if exc.errno in _DISK_ERRORS and entry is not None:
+            self.shared.handler.objects.fail_disk(entry.disk,
+                                                  f"{exc.strerror} sending {entry.id}")
+        resp.keep_alive = False
+        resp.aborted = True
 
-    def finish(self, job) -> None:
-        self.server.handler.done(self, job)
-        if not job.keep_alive or self.server.handler.closing:
+    def finish(self, resp: Response) -> None:
+        self.account(resp)
+        if not resp.keep_alive or self.shared.handler.closing:
             # Past the drain deadline or shutting down: no idle connection is kept.
             self.close()
             return
-        self.deadline = _monotonic() + self.server.keepalive_timeout
+        self.deadline = _monotonic() + self.shared.keepalive_timeout
+
+    def account(self, resp: Response) -> None:
+        """Count *resp* (worker metrics, its entry's hits and body bytes) and log it."""
+        shared = self.shared
+        end = _monotonic()
+        dur = end - resp.t0
+        body = resp.body_sent()
+        entry = resp.entry
+        tier = None if entry is None else entry.tier
+        shared.metrics.record(resp.status, tier, body, dur, False)
+        if entry is not None:
+            entry.hits += 1
+            entry.body_bytes += body
+        if not shared.logging:
+            return
+        log = shared.access_log
+        method = resp.method
+        if entry is not None and (method == "GET" or method == "HEAD"):
+            log.log_object(_time(), entry.log_get if method == "GET" else entry.log_head,
+                           resp.status, body, resp.range, self.client_json, dur * 1000.0,
+                           entry.log_tier)
+            return
+        log.log(_time(), method, resp.oid, resp.status, body, resp.range, self.client,
+                dur * 1000.0, tier, resp.path)
 
     def reject(self, status: int) -> None:
         """Answer a malformed request with *status* and close, whatever is queued."""
         if self.closing:
             return
-        job = self.server.handler.error(self, status)
+        resp = self.shared.handler.error(status)
+        resp.t0 = self.t0 or _monotonic()
         self.queue = None
         if self.current is None:
-            self.start(job)
+            self.start(resp)
         else:
             self.close()
         if not self.closing:
@@ -333,22 +612,50 @@ class Connection:
             return
         self.closing = True
         self.state = CLOSED
-        loop = self.server.loop
+        shared = self.shared
+        loop = shared.loop
         if self.reading:
             loop.remove_reader(self.fd)
-        job = self.current
-        if job is not None:
+        resp = self.current
+        if resp is not None:
             loop.remove_writer(self.fd)
             self.current = None
             # A response cut off (send_timeout, drain deadline, shutdown) still gets its
             # access-log line and its count, with the body bytes that did go out.
-            job.aborted = True
-            job.keep_alive = False
-            self.server.handler.done(self, job)
+            resp.aborted = True
+            resp.keep_alive = False
+            self.account(resp)
         self.queue = None
-        # The parser holds our bound callbacks: without it the connection is freed at
-        # once by reference counting, not by a full garbage collection much later.
-        self.parser = None
-        self.server.forget(self)
+        # llhttp may still call back for the rest of this read: the reader keeps its
+        # connection (closing, it answers nothing) and is freed with the read.
+        self.reader = None
+        shared.server.forget(self)
         with contextlib.suppress(OSError):
-            self.sock.close()
+            os.close(self.fd)
+
+
+class _Reader:
+    """A parser and the connection it reads for: the parser's protocol, passing its
+    callbacks on. Between requests it goes back to the worker's pool, so an idle
+    connection holds none."""
+
+    __slots__ = ("conn", "parser")
+
+    def __init__(self):
+        self.conn: Connection | None = None
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_url(self, url: bytes) -> None:
+        self.conn.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.conn.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.conn.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.conn.on_message_complete()

@@ -2,3 +2,9 @@
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int sockfd, void *buf, size_t len, int flags)
+
+cdef extern from "oca_poll.h" nogil:
+    int oca_poll_create()
+    int oca_poll_add(int pfd, int fd)
+    int oca_poll_del(int pfd, int fd)
+    int oca_poll_wait(int pfd, int *fds, int n)

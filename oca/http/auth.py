@@ -142,11 +142,6 @@ class TokenChecker(_Scoped):
         return hmac.compare_digest(self._mac(object_id, expires), mac)
 
 
-def sign(key: bytes, object_id: str, expires: int) -> str:
-    """The viewer token ``<expires>.<mac>`` for *object_id* (see Signer.token)."""
-    return Signer(key).token(object_id, expires)
-
-
 def signed_url(base: str, object_id: str, key: bytes, ttl_seconds: float, now: float) -> str:
     """A viewer URL ``<base>/o/<id>?t=<token>`` good for *ttl_seconds* from *now*."""
     return Signer(key).url(base, object_id, ttl_seconds, now)

@@ -88,8 +88,7 @@ class WorkerMetrics:
     """One worker's counters, published into its slot of a :class:`MetricsArea`.
 
     Get it with ``area.worker(index)`` in the child after the fork. Only this process
-    writes the slot. ``active_connections`` is a plain attribute: the server may set it
-    or use :meth:`conn_opened` / :meth:`conn_closed`.
+    writes the slot. ``active_connections`` is a plain attribute the server sets.
 
     ``counts`` holds the counters, then the seconds sum (the slot body's order). Besides
     :meth:`record`, the compiled connection loop adds to it in C, at the indexes
@@ -128,12 +127,6 @@ class WorkerMetrics:
         # Most responses fall in the first bucket: no call for them.
         c[_BUCKET0 if seconds <= _BUCKET_FIRST else _BUCKET0 + bisect_left(BUCKETS, seconds)] += 1
         c[_SECONDS] += seconds
-
-    def conn_opened(self) -> None:
-        self.active_connections += 1
-
-    def conn_closed(self) -> None:
-        self.active_connections -= 1
 
     def publish(self) -> None:
         """Copy the counters into the shared slot (once a second and at exit)."""

@@ -12,9 +12,10 @@ The connection loop itself is ``_fastpath.Connection``: compiled (Cython) unless
 OCA_NO_EXTENSIONS selects its pure-Python twin (docs/fastpath.md). This module accepts
 connections and keeps the worker's bookkeeping.
 
-Per worker, one receive buffer serves every connection (requests are parsed
-synchronously), so an idle keep-alive connection costs only its Connection,
-parser and poll handle.
+Per worker, one receive buffer and a pool of parsers serve every connection
+(requests are parsed synchronously), so an idle keep-alive connection costs only
+its Connection and its entry in the worker's poll set (docs/fastpath.md, "Memory
+per connection").
 
 Timeouts are checked by one sweep a second over all connections (nginx's
 client_header_timeout, keepalive_timeout and send_timeout), not by a timer per
@@ -27,7 +28,7 @@ import logging
 import socket
 import time
 
-from _fastpath import Connection
+from _fastpath import Connection, Shared
 
 from ..http.accesslog import json_str
 from ..http.handler import Handler
@@ -53,9 +54,8 @@ class WorkerServer:
         self.max_head_size = server_cfg.max_header_size + server_cfg.max_url_size
         self.sendfile_max_chunk = server_cfg.sendfile_max_chunk
         self.connections: set[Connection] = set()
-        self.now = time.monotonic()
         self.accepting = False
-        self.draining_until: float | None = None
+        self.shared = Shared(self)
 
     def start(self) -> None:
         self.accepting = True
@@ -83,7 +83,8 @@ class WorkerServer:
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = addr[0] if isinstance(addr, tuple) else str(addr)
-            self.connections.add(Connection(self, sock, client, json_str(client)))
+            # The connection owns the fd; no socket object is kept per connection.
+            self.connections.add(Connection(self.shared, sock.detach(), json_str(client)))
             self.handler.metrics.active_connections = len(self.connections)
 
     def forget(self, conn: Connection) -> None:
@@ -92,7 +93,7 @@ class WorkerServer:
 
     def sweep(self) -> None:
         """Once a second: close connections whose timeout passed."""
-        now = self.now = time.monotonic()
+        now = time.monotonic()
         for conn in [c for c in self.connections if c.deadline < now]:
             conn.close()
 
@@ -103,7 +104,3 @@ class WorkerServer:
     def close_all(self) -> None:
         for conn in list(self.connections):
             conn.close()
-
-    @property
-    def busy(self) -> int:
-        return sum(1 for c in self.connections if not c.idle)

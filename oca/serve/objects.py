@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict
+from _fastpath import EntryTable
 
 from ..http.objects import DiskFailed, OpenObject
 from ..storage import layout
@@ -60,8 +60,8 @@ class ObjectTable:
         self.open_timeout = open_timeout
         self.feed_path = feed_path
         self.slot = slot
-        self.open: OrderedDict[str, OpenObject] = OrderedDict()
-        self.urls: dict[bytes, OpenObject] = {}  # b"/o/<id>" -> the same open objects
+        # The open objects, LRU, by id and by target: read by the connection loop.
+        self.entries = EntryTable(cache_size)
         self.map: dict[str, ObjectLocation] = {}
         self.seq = -1  # the change-feed position the map is at; -1: no map yet
         self.disk_states: dict[str, str] = {}
@@ -193,8 +193,8 @@ class ObjectTable:
             elif tag == "E":
                 self.map, self._next = self._next or {}, None
                 self.seq = int(f[1])
-                for oid in list(self.open):
-                    self._forget(oid)
+                for obj in self.entries.clear():
+                    self._keep_counts(obj)
                 log.info("worker %d: serving map of %d objects at change %d", self.slot,
                          len(self.map), self.seq)
             else:
@@ -234,11 +234,10 @@ class ObjectTable:
 
     def get(self, object_id: str) -> OpenObject | None:
         """The open object, None when unknown; DiskFailed when its disk is failed."""
-        obj = self.open.get(object_id)
+        obj = self.entries.get(object_id)
         if obj is not None:
             if obj.disk not in self.servable:
                 raise DiskFailed(obj.disk)
-            self.open.move_to_end(object_id)
             return obj
         loc = self.map.get(object_id)
         if loc is None:
@@ -249,10 +248,9 @@ class ObjectTable:
         if fd is None:
             return None
         obj = OpenObject(object_id, fd, loc)
-        self.open[object_id] = obj
-        self.urls[obj.url] = obj
-        if len(self.open) > self.cache_size:
-            self._forget(next(iter(self.open)))
+        out = self.entries.add(obj)
+        if out is not None:
+            self._keep_counts(out)
         return obj
 
     def _open(self, loc: ObjectLocation) -> int | None:
@@ -282,22 +280,11 @@ class ObjectTable:
                 raise DiskFailed(loc.disk) from None
             return None
 
-    def by_url(self, url: bytes) -> OpenObject | None:
-        """The open object for the request target ``/o/<id>`` (exact bytes), when it is
-        in the cache: the hot path, with no parsing and no id check (done on open)."""
-        obj = self.urls.get(url)
-        if obj is not None:
-            self.open.move_to_end(obj.id)
-        return obj
-
     def _forget(self, object_id: str) -> None:
         """Drop *object_id* from the open cache, keeping its counters for the report."""
-        obj = self.open.pop(object_id, None)
-        if obj is None:
-            return
-        if self.urls.get(obj.url) is obj:
-            del self.urls[obj.url]
-        self._keep_counts(obj)
+        obj = self.entries.remove(object_id)
+        if obj is not None:
+            self._keep_counts(obj)
 
     def _keep_counts(self, obj: OpenObject) -> None:
         hits = obj.hits
@@ -326,9 +313,10 @@ class ObjectTable:
         thread of the disk's own: close(2) of a file on a hung mount blocks too (FUSE
         sends a flush), and must not block the loop."""
         dropped = []
-        for oid in [oid for oid, obj in self.open.items() if obj.disk == disk]:
-            dropped.append(self.open[oid])
-            self._forget(oid)
+        for obj in [obj for obj in self.entries if obj.disk == disk]:
+            dropped.append(obj)
+            self._forget(obj.id)
+        obj = None
         if dropped:
             closer = self._closers.get(disk)
             if closer is None:
@@ -341,7 +329,7 @@ class ObjectTable:
 
     def report_hits(self, now: float | None = None) -> None:
         """Send the counters gathered since the last report to the watcher."""
-        for obj in self.open.values():
+        for obj in self.entries:
             if obj.hits:
                 self._keep_counts(obj)
         if not self._counts:

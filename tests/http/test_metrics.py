@@ -98,9 +98,7 @@ def test_worker_counts_reach_the_supervisor(area: MetricsArea):
         m.record(404, None, 0, 0.00002, True)
         m.record(599, "flash", 1, 42.0, False)  # unlisted status, beyond the last bucket
         m.record(302, "tape", 3, 0.2, True)  # unknown tier counts as none
-        m.conn_opened()
-        m.conn_opened()
-        m.conn_closed()
+        m.active_connections = 1
         m.publish()
 
     run_child(worker)
@@ -149,7 +147,7 @@ def test_slots_and_accumulator_are_summed(area: MetricsArea):
             m = area.worker(index)
             for _ in range(index + 1):
                 m.record(200, "ssd", 10, 0.01, True)
-            m.conn_opened()
+            m.active_connections = 1
             m.publish()
         run_child(worker)
     parsed = parse(area.render())
@@ -164,7 +162,7 @@ def test_retire_keeps_counters_monotonic(area: MetricsArea):
         m = area.worker(0)
         for _ in range(3):
             m.record(206, "hdd", 100, 0.02, True)
-        m.conn_opened()
+        m.active_connections = 1
         m.publish()
 
     run_child(first_life)

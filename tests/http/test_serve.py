@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from oca.digest import digest_bytes
-from oca.http.auth import load_key, sign
+from oca.http.auth import Signer, load_key
 from tests.conftest import make_file
 from tests.http.conftest import FASTPATHS, Server, start_server, wait_for
 
@@ -790,7 +790,7 @@ def signed(request, tmp_path):
 def test_signed_urls(signed, need_curl):
     srv, key, data = signed, signed.key, signed.objects["small.m4s"]
     now = int(time.time())
-    good = sign(key, "small.m4s", now + 60)
+    good = Signer(key).token("small.m4s", now + 60)
     assert good == f"{now + 60}.{good.split('.')[1]}" and key == KEY_TEXT
     for query, status in (
             (f"?t={good}", 200),
@@ -798,10 +798,10 @@ def test_signed_urls(signed, need_curl):
             ("", 403),
             ("?t=", 403),
             (f"?t={now + 60}", 403),
-            (f"?t={sign(key, 'small.m4s', now - 5)}", 403),                 # expired
+            (f"?t={Signer(key).token('small.m4s', now - 5)}", 403),                 # expired
             (f"?t={now + 3600}.{good.split('.')[1]}", 403),                 # expiry changed
-            (f"?t={sign(key, 'other.m4s', now + 60)}", 403),                # another object
-            (f"?t={sign(b'another key of 32 bytes........', 'small.m4s', now + 60)}", 403),
+            (f"?t={Signer(key).token('other.m4s', now + 60)}", 403),                # another object
+            (f"?t={Signer(b'another key of 32 bytes........').token('small.m4s', now + 60)}", 403),
             (f"?t={good.upper()}", 403)):
         r, _ = exchange(srv, "GET", f"/o/small.m4s{query}")
         assert r.status == status, query
@@ -1178,3 +1178,11 @@ def test_metrics(served):
         ("oca_response_seconds_count", ())]
     other = "fallback" if sends == "fastpath" else "fastpath"
     assert after[("oca_sends_total", (("path", other),))] == 0
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "DELETE"])
+def test_health_is_get_only(ro, method):
+    # docs/serve.md: GET /health; any other method 405 with Allow: GET.
+    status, headers, _ = ro.request(method, "/health")
+    assert status == 405
+    assert headers["allow"] == "GET"

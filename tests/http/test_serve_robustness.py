@@ -192,15 +192,6 @@ def hostile(request, hostile_servers) -> Server:
     assert_no_traceback(srv)
 
 
-@pytest.fixture
-def hostile_cython(hostile_servers) -> Server:
-    """The abused server where the send path does not matter (timeouts while reading)."""
-    srv = hostile_servers("cython")
-    yield srv
-    assert srv.proc.poll() is None, "oca serve died"
-    assert_no_traceback(srv)
-
-
 # -- malformed requests ------------------------------------------------------------
 
 _OBJ = b"/o/small.m4s"
@@ -344,8 +335,8 @@ def test_path_outside_the_object_ids_gets_404(hostile, target):
 
 # -- slow, idle, stalled and vanishing clients -------------------------------------------
 
-def test_slowloris_is_disconnected_after_header_timeout(hostile_cython):
-    srv = hostile_cython
+def test_slowloris_is_disconnected_after_header_timeout(hostile):
+    srv = hostile
     request = b"GET /o/small.m4s HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"s" * 100 + b"\r\n\r\n"
     with connect(srv) as s:
         t0 = time.monotonic()
@@ -367,8 +358,8 @@ def test_slowloris_is_disconnected_after_header_timeout(hostile_cython):
     assert_serving(srv)
 
 
-def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(hostile_cython):
-    srv = hostile_cython
+def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(hostile):
+    srv = hostile
     with connect(srv) as s:
         s.sendall(b"GET /o/small.m4s HTTP/1.1\r\nHost: x\r\n\r\n")
         status, headers, body = read_response(s)
@@ -381,11 +372,11 @@ def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(hostile_cyt
     assert_serving(srv)
 
 
-def test_keepalive_timeout_is_not_cut_short(hostile_cython):
+def test_keepalive_timeout_is_not_cut_short(hostile):
     # Clients that come back within keepalive_timeout (1 s) are answered, wherever in the
     # server's once-a-second sweep their last response happened to end: four clients 0.25 s
     # apart, each idle 0.3 s, cover every phase of the sweep.
-    srv = hostile_cython
+    srv = hostile
     socks: list[tuple[socket.socket, float]] = []
     try:
         for _ in range(4):
@@ -405,9 +396,9 @@ def test_keepalive_timeout_is_not_cut_short(hostile_cython):
             s.close()
 
 
-def test_header_sent_within_header_timeout_is_served(hostile_cython):
+def test_header_sent_within_header_timeout_is_served(hostile):
     # The same for header_timeout (1 s): a header that takes 0.3 s is not cut.
-    srv = hostile_cython
+    srv = hostile
     socks: list[tuple[socket.socket, float]] = []
     try:
         for _ in range(4):
@@ -698,8 +689,8 @@ def test_sigterm_finishes_the_download_in_flight(tmp_path, fastpath):
     assert_no_traceback(srv)
 
 
-def test_health_under_urllib_after_abuse(hostile_cython):
+def test_health_under_urllib_after_abuse(hostile):
     # A plain client library still sees a healthy server after everything above.
-    with urllib.request.urlopen(f"{hostile_cython.base}/health", timeout=5) as r:
+    with urllib.request.urlopen(f"{hostile.base}/health", timeout=5) as r:
         assert r.status == 200
         assert json.loads(r.read())["status"] == "ok"
