@@ -90,7 +90,6 @@ def lookup_index(tmp_path_factory: pytest.TempPathFactory):
             db.executemany(
                 "INSERT INTO objects (id, size, xxh3, disk, tier, content_type, mtime) "
                 "VALUES (?,?,?,?,?,?,?)", rows())
-            index.bump_generation()
         index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         index.close()

@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import time
+
 from _fastpath import EntryTable
 
 from ..http.objects import DiskFailed, OpenObject

@@ -36,6 +36,3 @@ def bytes_written(name: str, written: int) -> None:
     if name == _POINT and _AT_BYTES is not None and written >= _AT_BYTES:
         _die()
 
-
-def armed() -> bool:
-    return bool(_POINT)
