@@ -404,6 +404,16 @@ class Store:
             raise UnknownObjectError(f"no object {object_id!r} in the store")
         return rec
 
+    def find(self, object_id: str) -> ObjectRecord | None:
+        """The indexed record of *object_id*, or None when there is none."""
+        check_id(object_id)
+        return self.index.get(object_id)
+
+    @property
+    def index_path(self) -> str:
+        """The SQLite index file."""
+        return self.index.path
+
     def path_of(self, rec: ObjectRecord) -> str:
         return layout.object_path(rec.disk, rec.id, rec.xxh3)
 

@@ -301,7 +301,7 @@ def test_init_is_idempotent(tmp_path):
         assert json.loads((d / ".oca-disk").read_text())["disk_id"] == m["disk_id"]
     assert index_rows(app) == before
     with app.open() as store:
-        assert {p: r.disk_id for p, r in store.index.disks().items()} == {
+        assert {p: d.record.disk_id for p, d in store.disks.items()} == {
             str(d): m["disk_id"] for d, m in markers.items()}
 
 
