@@ -67,6 +67,9 @@ setup(
             # S3FIFO, ARC, WTinyLFU and Belady/BeladySize, the peers of `oca-fill simulate`
             # (0.3.5: the Python API used there, Request.next_access_vtime included).
             "libcachesim>=0.3.5",
+            # tests/hangfs.py: a FUSE passthrough disk whose operations block or fail on
+            # demand (a dying HDD, a stuck mount); ctypes over libfuse.so.2 (Debian libfuse2).
+            "fusepy>=3.0.1",
         ],
     },
     entry_points={
