@@ -18,6 +18,7 @@ because a hang can clear by itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -49,6 +50,37 @@ def _facts(disk: Disk, with_io: bool) -> DiskFacts:
 
 def hung_health(reason: str) -> DiskHealth:
     return DiskHealth(FAILED, f"hung: {reason}", hung=True)
+
+
+def _let_go(keep: int, close: Iterable[int]) -> None:
+    """In a probe child, before it touches the disk: drop what a child stuck for hours
+    must not hold. stdin/stdout/stderr go to /dev/null (a caller reading our output to
+    its end, `oca status | ...`, would wait for the stuck child); sockets and pipes
+    other than *keep* are closed (a listening socket or a client connection would
+    outlive the parent); so are the fds in *close* (the store's flock). Files are left
+    open: closing one on a hung FUSE disk waits for that disk (FLUSH); /proc's links
+    tell sockets and pipes apart without asking any filesystem."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    for fd in close:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        return  # no /proc (FreeBSD without linprocfs): sockets stay open in the child
+    for fd in fds:
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(("socket:", "pipe:")):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _reaped(pid: int) -> bool:
@@ -104,11 +136,11 @@ class DiskProber:
                 code = 1
                 try:
                     os.close(r)
-                    for fd in self.close_in_child:
-                        os.close(fd)  # e.g. the store's flock: a stuck child must not hold it
+                    _let_go(w, self.close_in_child)
                     data = memoryview(pickle.dumps(_facts(disk, with_io)))
                     while data:
                         data = data[os.write(w, data):]
+                    os.close(w)
                     code = 0
                 finally:
                     os._exit(code)
