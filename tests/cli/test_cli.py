@@ -519,7 +519,8 @@ def test_recover_json(three, tmp_path):
 
     report = json.loads(ok(app.oca("recover", "--json")).stdout)
     assert report == {
-        "reservations_cleared": 0, "temp_removed": [str(leftover)], "adopted": ["z.mp4"],
+        "reservations_cleared": 0, "temp_removed": [str(leftover)], "partials_kept": [],
+        "adopted": ["z.mp4"],
         "strays_removed": [str(stray)], "dropped_missing": ["c.m4s"], "quarantined": [],
         "foreign": [str(foreign)], "pending": [], "skipped_disks": {},
     }
