@@ -529,7 +529,8 @@ def test_recover_json(three, tmp_path):
     assert [(r["id"], r["tier"], r["disk"]) for r in listed] == [
         ("a.mp4", "hdd", hdd0), ("b.ts", "ssd", ssd0), ("z.mp4", "hdd", hdd0)]
     assert json.loads(ok(app.oca("recover", "--json")).stdout) == {
-        "reservations_cleared": 0, "temp_removed": [], "adopted": [], "strays_removed": [],
+        "reservations_cleared": 0, "temp_removed": [], "partials_kept": [], "adopted": [],
+        "strays_removed": [],
         "dropped_missing": [], "quarantined": [], "foreign": [str(foreign)], "pending": [],
         "skipped_disks": {}}
     assert ok(app.oca("recover")).stdout == (
