@@ -170,6 +170,8 @@ def cmd_recover(args) -> int:
           f"{len(report.dropped_missing)}, quarantined {len(report.quarantined)}")
     for path in report.foreign:
         print(f"left alone (not an object file): {path}")
+    for path in report.partials_kept:
+        print(f"kept for a resume (partial stream ingest): {path}")
     for path in report.pending:
         print(f"pending (disk not writable): {path}")
     for disk, reason in report.skipped_disks.items():
