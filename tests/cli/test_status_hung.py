@@ -1,7 +1,7 @@
-"""`oca status` with one tier's disk on a FUSE mount that hangs (tests/hangfs.py): it answers
+"""One tier's disk on a FUSE mount that hangs (tests/hangfs.py). `oca status` answers
 within about ``[store] disk_probe_timeout``, shows that disk failed with ``hung`` in the
 reason and the others ok, exits as for any failed disk (0), and is ok again once the
-mount answers."""
+mount answers; `oca put` to that tier lands on the disk that answers."""
 
 from __future__ import annotations
 
@@ -62,3 +62,22 @@ def test_status_with_a_hung_disk(hangfs: HangFS, tmp_path: Path):
             break
         time.sleep(0.2)
     assert rc == 0 and {d["path"]: d["state"] for d in st["disks"]}[hdd] == "ok"
+
+
+def test_put_goes_to_the_tiers_other_disk_while_one_hangs(hangfs: HangFS, tmp_path: Path):
+    (tmp_path / "hdd1").mkdir()
+    app = make_appliance(tmp_path / "app", {"ssd": ["64M"], "hdd": ["64M", "64M"]},
+                         disk_paths={"hdd": [hangfs.path, tmp_path / "hdd1"]})
+    text = app.config_path.read_text()
+    app.config_path.write_text(text.replace("[store]\n", f'[store]\ndisk_probe_timeout = '
+                                                         f'"{TIMEOUT:g}s"\n', 1))
+    src = make_file(tmp_path / "src.bin", 100_000)
+    hangfs.hang()
+    try:
+        r = app.oca("put", "b.mp4", str(src), "--tier", "hdd", timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = app.oca("stat", "b.mp4", "--json", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["disk"] == str(tmp_path / "hdd1")
+    finally:
+        hangfs.release()
