@@ -389,3 +389,29 @@ def test_find_config_empty_env_is_unset(tmp_path, monkeypatch):
     monkeypatch.setenv("OCA_CONFIG", "")
     with pytest.raises(ConfigError, match=r"\$OCA_CONFIG not set"):
         find_config(None)
+
+
+# -- [store] disk_probe_timeout ------------------------------------------------
+
+
+def test_disk_probe_timeout_default(tmp_path):
+    assert load_config(write(tmp_path, STORE)).store.disk_probe_timeout == 2.0
+
+
+@pytest.mark.parametrize(("value", "seconds"), [('"500ms"', 0.5), ('"5s"', 5.0), ("3", 3.0),
+                                                ("0.25", 0.25), ('"5m"', 300.0)])
+def test_disk_probe_timeout_parses_a_duration(tmp_path, value, seconds):
+    cfg = write(tmp_path, STORE.replace("[store]", f"[store]\ndisk_probe_timeout = {value}"))
+    assert load_config(cfg).store.disk_probe_timeout == seconds
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('"soon"', "not a duration: 'soon' (expected e.g. 250ms, 30s, 5m, 1h)"),
+    ('"10ms"', "must be between 0.1s and 300s, not '10ms'"),
+    ('"1h"', "must be between 0.1s and 300s, not '1h'"),
+    ("-1", "duration must not be negative: -1"),
+    ("true", "must be string or int or float, not bool True"),
+])
+def test_disk_probe_timeout_bad_values_name_the_key(tmp_path, value, message):
+    cfg = write(tmp_path, STORE.replace("[store]", f"[store]\ndisk_probe_timeout = {value}"))
+    assert error_of(cfg) == f"{cfg}: store.disk_probe_timeout: {message}"

@@ -54,12 +54,13 @@ def cmd_init(args) -> int:
     config = _config(args)
     with Store.init(config) as store:
         report = recover(store)
-        for d in store.status(io=False)["disks"]:
+        st = store.status(io=False)
+        for d in st["disks"]:
             print(f"{d['path']}: tier {d['tier']}, {d['state']}"
                   + (f" ({d['reason']})" if d["reason"] else ""))
         if report.adopted:
             print(f"adopted {len(report.adopted)} objects found on disk")
-        print(f"index {store.index.path}: {store.status(io=False)['objects']} objects")
+        print(f"index {store.index_path}: {st['objects']} objects")
     return EXIT_OK
 
 
@@ -67,7 +68,7 @@ def cmd_put(args) -> int:
     with _open(args) as store:
         tier = args.tier
         if tier is None and args.replace and is_valid_id(args.id):
-            old = store.index.get(args.id)
+            old = store.find(args.id)
             tier = old.tier if old else None  # a replace keeps the object where it is
         tier = tier or default_tier(store.config)
         size = os.path.getsize(args.file) if os.path.isfile(args.file) else None
@@ -135,7 +136,7 @@ def cmd_verify(args) -> int:
     from ..storage.scrub import verify
 
     with _open(args) as store:
-        records = [store.get(i) for i in args.ids] if args.ids else list(store.index.objects())
+        records = [store.get(i) for i in args.ids] if args.ids else list(store.objects())
         total = sum(r.size for r in records)
         with Progress("verify", total=total, unit="B", enabled=not args.json) as p:
             report = verify(store, records, on_bytes=p.update)
@@ -169,6 +170,8 @@ def cmd_recover(args) -> int:
           f"{len(report.dropped_missing)}, quarantined {len(report.quarantined)}")
     for path in report.foreign:
         print(f"left alone (not an object file): {path}")
+    for path in report.partials_kept:
+        print(f"kept for a resume (partial stream ingest): {path}")
     for path in report.pending:
         print(f"pending (disk not writable): {path}")
     for disk, reason in report.skipped_disks.items():

@@ -284,7 +284,10 @@ class StoreWatcher:
         health = self.store.probe_all()
         changed = []
         for path, h in health.items():
+            # A hang's reason counts its seconds: the workers hear of the hang once.
             now = (h.state, h.reason)
+            if h.hung and (self.disks.get(path, ("", ""))[1] or "").startswith("hung"):
+                continue
             if self.disks.get(path) != now:
                 if now[0] != "ok" or path in self.disks:
                     log.log(logging.WARNING if now[0] != "ok" else logging.INFO,

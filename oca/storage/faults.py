@@ -35,4 +35,3 @@ def bytes_written(name: str, written: int) -> None:
     """Die here if this copy is the armed point and has written at least the armed bytes."""
     if name == _POINT and _AT_BYTES is not None and written >= _AT_BYTES:
         _die()
-

@@ -3,6 +3,7 @@
     <disk>/.oca-disk                       marker: JSON {"disk_id", "tier", "created"}
     <disk>/objects/<aa>/<bb>/<id>.<xxh3>   a committed object (aa, bb: xxh3-64 of the id)
     <disk>/tmp/<id>.<pid>.<rand>.tmp       an ingest or move in flight
+    <disk>/tmp/<id>.<xxh3>.partial         a resumable stream ingest (Store.put_stream)
     <disk>/quarantine/<id>.<xxh3>.<ts>     a file scrub or recovery set aside
 
 The digest in the file name makes a committed file self-describing: recovery can
@@ -31,6 +32,7 @@ OBJECTS = "objects"
 TMP = "tmp"
 QUARANTINE = "quarantine"
 TMP_SUFFIX = ".tmp"
+PARTIAL_SUFFIX = ".partial"
 
 
 def shard(object_id: str) -> tuple[str, str]:
@@ -65,6 +67,12 @@ def tmp_path(disk: Path | str, object_id: str) -> str:
     return os.path.join(
         disk, TMP, f"{object_id}.{os.getpid()}.{os.urandom(4).hex()}{TMP_SUFFIX}"
     )
+
+
+def partial_path(disk: Path | str, object_id: str, digest: str) -> str:
+    """The resumable temp file of a stream ingest of (*object_id*, *digest*): named by
+    what it will be, not by the process, so a later process can resume it."""
+    return os.path.join(disk, TMP, f"{object_id}.{digest}{PARTIAL_SUFFIX}")
 
 
 def quarantine_path(disk: Path | str, object_id: str, digest: str, ts: float) -> str:

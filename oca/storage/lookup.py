@@ -77,19 +77,29 @@ def build_serving_map(
 ) -> tuple[int, dict[str, ObjectLocation]]:
     """(change-feed position, map) for every object on *servable_disks* (None: on any
     disk), read in one transaction."""
-    build = _Builder(servable_disks)
+    prefixes: dict[str, str] = {}
+    shared: dict[str, str] = {}  # one str object per distinct tier and content type
     out: dict[str, ObjectLocation] = {}
     # Building a million tuples would trigger the cyclic GC hundreds of times for
     # nothing (none of these objects can form a cycle): measured 25-30% of the time.
+    # The loop is _Builder's, inlined: a call per row would cost a million calls.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         with index.read():
             seq = index.change_seq()
-            for row in index.location_rows():
-                loc = build(row)
-                if loc is not None:
-                    out[row[0]] = loc
+            for oid, size, digest, disk, tier, ctype, mtime in index.location_rows():
+                prefix = prefixes.get(disk)
+                if prefix is None:
+                    if servable_disks is not None and disk not in servable_disks:
+                        continue
+                    prefix = prefixes[disk] = os.path.join(disk, layout.OBJECTS) + os.sep
+                    shared.setdefault(disk, disk)
+                h = xxh3_64_hexdigest(oid.encode())
+                out[oid] = ObjectLocation(
+                    f"{prefix}{h[:2]}/{h[2:4]}/{oid}.{digest}", size, digest,
+                    shared.setdefault(tier, tier), shared.setdefault(ctype, ctype),
+                    shared[disk], int(mtime))
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -18,6 +18,7 @@ because a hang can clear by itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -51,18 +52,35 @@ def hung_health(reason: str) -> DiskHealth:
     return DiskHealth(FAILED, f"hung: {reason}", hung=True)
 
 
-def _clock(monotonic: float) -> str:
-    """The wall-clock time of a monotonic reading: a reason that stays the same text
-    from probe to probe (the store watcher tells the workers only of changes)."""
-    return time.strftime("%H:%M:%S", time.localtime(time.time() - time.monotonic()
-                                                     + monotonic))
-
-
-def _max_fd() -> int:
+def _let_go(keep: int, close: Iterable[int]) -> None:
+    """In a probe child, before it touches the disk: drop what a child stuck for hours
+    must not hold. stdin/stdout/stderr go to /dev/null (a caller reading our output to
+    its end, `oca status | ...`, would wait for the stuck child); sockets and pipes
+    other than *keep* are closed (a listening socket or a client connection would
+    outlive the parent); so are the fds in *close* (the store's flock). Files are left
+    open: closing one on a hung FUSE disk waits for that disk (FLUSH); /proc's links
+    tell sockets and pipes apart without asking any filesystem."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    for fd in close:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 1 << 16
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        return  # no /proc (FreeBSD without linprocfs): sockets stay open in the child
+    for fd in fds:
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(("socket:", "pipe:")):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _reaped(pid: int) -> bool:
@@ -110,24 +128,19 @@ class DiskProber:
             if disk.path in self._stuck:
                 since = self._stuck[disk.path][1]
                 out[disk.path] = DiskFacts(hung_health(
-                    f"no answer to a probe in {timeout:g} s (since {_clock(since)})"))
+                    f"a probe has had no answer for {started - since:.0f} s"))
                 continue
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:  # child: probe, answer, exit without running any cleanup
                 code = 1
                 try:
-                    # Keep nothing of the parent's open but the pipe: a child stuck on
-                    # the disk must not hold the store's flock, the caller's stdout (a
-                    # shell waiting for EOF) or sockets (peers waiting for the close).
-                    null = os.open(os.devnull, os.O_RDWR)
-                    for std in (0, 1, 2):
-                        os.dup2(null, std)
-                    os.closerange(3, w)
-                    os.closerange(w + 1, _max_fd())
+                    os.close(r)
+                    _let_go(w, self.close_in_child)
                     data = memoryview(pickle.dumps(_facts(disk, with_io)))
                     while data:
                         data = data[os.write(w, data):]
+                    os.close(w)
                     code = 0
                 finally:
                     os._exit(code)
@@ -160,6 +173,5 @@ class DiskProber:
         for fd, (disk, pid, _) in pending.items():
             os.close(fd)
             self._stuck[disk.path] = (pid, started)
-            out[disk.path] = DiskFacts(hung_health(
-                f"no answer to a probe in {timeout:g} s (since {_clock(started)})"))
+            out[disk.path] = DiskFacts(hung_health(f"no answer to a probe in {timeout:g} s"))
         return out

@@ -4,6 +4,10 @@ Run with the store's exclusive lock, so no put, move or delete is half done
 meanwhile. For each disk that is present (marker matches) and readable:
 
 * ``tmp/`` is emptied: a temp file is an ingest or move that never committed.
+  Except the resumable partial files of stream ingests (``<id>.<xxh3>.partial``,
+  Store.put_stream): one modified in the last ``PARTIAL_KEEP`` seconds (24 h) is
+  kept for the fill to resume with a range request; an older one is removed. (No
+  live process is writing one meanwhile: an ingest holds the store's lock shared.)
 * A file under ``objects/`` whose (id, digest) the index names on this disk is
   kept (a size that differs from the index's is corruption: quarantined).
 * A file whose id the index places elsewhere, or with another digest, is a stray
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import asdict, dataclass, field
 
 from .. import mediatypes
@@ -30,11 +35,16 @@ from .disk import OK, Disk, error_state
 from .index import ObjectRecord
 from .store import Store, quarantine
 
+PARTIAL_KEEP = 24 * 3600
+"""Seconds a partial stream ingest of a dead process is kept for a resume: a fill
+that failed tonight resumes in tomorrow's window at the latest."""
+
 
 @dataclass
 class RecoveryReport:
     reservations_cleared: int = 0
     temp_removed: list[str] = field(default_factory=list)
+    partials_kept: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     strays_removed: list[str] = field(default_factory=list)
     dropped_missing: list[str] = field(default_factory=list)
@@ -96,8 +106,14 @@ def _recover_disk(store: Store, disk: Disk, writable: bool, report: RecoveryRepo
     try:
         tmp = layout.tmp_dir(disk.path)
         if os.path.isdir(tmp):
+            now = time.time()
             for name in sorted(os.listdir(tmp)):
-                _remove(os.path.join(tmp, name), writable, report.temp_removed, report)
+                path = os.path.join(tmp, name)
+                if (name.endswith(layout.PARTIAL_SUFFIX)
+                        and now - os.stat(path).st_mtime < PARTIAL_KEEP):
+                    report.partials_kept.append(path)
+                    continue
+                _remove(path, writable, report.temp_removed, report)
             if writable and report.temp_removed:
                 layout.fsync_dir(tmp)
         indexed = {r.id: r for r in index.objects(disk=disk.path)}

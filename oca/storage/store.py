@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import os
 import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from .. import mediatypes
 from ..config import TIERS, Config
@@ -87,16 +89,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _copy(src_fd: int, dst_fd: int, fault: str, on_bytes: ProgressFn | None) -> tuple[str, int]:
-    """Copy src (from its offset) to dst, hashing the bytes written; return (digest, bytes)."""
-    h = new_hasher()
+ReadInto = Callable[[memoryview], int]
+"""Fills the buffer from a source; returns the bytes read, 0 at the end of the source."""
+
+
+def _fd_reader(fd: int) -> ReadInto:
+    return lambda buf: os.readv(fd, [buf])
+
+
+def _stream_reader(source: BinaryIO | int) -> ReadInto:
+    """A ReadInto for a file descriptor or any object with ``readinto`` (a socket's
+    ``makefile('rb')``, an ``http.client.HTTPResponse``, an open file)."""
+    if isinstance(source, int):
+        return _fd_reader(source)
+    readinto = getattr(source, "readinto", None)
+    if readinto is None:
+        raise UsageError(f"cannot read from {source!r}: not a file descriptor or a binary "
+                         "stream with readinto()")
+    return lambda buf: readinto(buf) or 0  # None: a non-blocking stream with nothing yet
+
+
+def _copy(read_into: ReadInto, dst_fd: int, fault: str, on_bytes: ProgressFn | None,
+          limit: int | None = None, hasher=None, done: int = 0) -> tuple[str, int]:
+    """Copy from *read_into* to dst (at its offset), hashing the bytes written, until the
+    source ends or *limit* bytes are copied; return (digest, bytes copied). *hasher*
+    already holds the first *done* bytes of the object (a resumed ingest): the digest
+    and ``on_bytes`` count them."""
+    h = new_hasher() if hasher is None else hasher
     buf = bytearray(COPY_CHUNK)
     view = memoryview(buf)
     total = 0
-    while True:
+    while limit is None or total < limit:
+        want = view if limit is None else view[:min(COPY_CHUNK, limit - total)]
         try:
-            n = os.readv(src_fd, [buf])
-        except OSError as e:
+            n = read_into(want)
+        except (OSError, http.client.HTTPException) as e:
             raise _ReadError(e) from None
         if n == 0:
             break
@@ -109,10 +136,24 @@ def _copy(src_fd: int, dst_fd: int, fault: str, on_bytes: ProgressFn | None) -> 
             except OSError as e:
                 raise _WriteError(e) from None
         total += n
-        faults.bytes_written(fault, total)
+        faults.bytes_written(fault, done + total)
         if on_bytes is not None:
-            on_bytes(total)
+            on_bytes(done + total)
     return h.hexdigest(), total
+
+
+class PartialIngestError(StoreError):
+    """A stream ended (or failed) before all of an object's bytes arrived. Nothing is
+    indexed; when *resumable*, the *got* bytes are kept on disk for ``put_stream(...,
+    start=got)``."""
+
+    def __init__(self, message: str, object_id: str, got: int, expected: int,
+                 resumable: bool):
+        super().__init__(message)
+        self.object_id = object_id
+        self.got = got
+        self.expected = expected
+        self.resumable = resumable
 
 
 class Store:
@@ -404,6 +445,16 @@ class Store:
             raise UnknownObjectError(f"no object {object_id!r} in the store")
         return rec
 
+    def find(self, object_id: str) -> ObjectRecord | None:
+        """The indexed record of *object_id*, or None when there is none."""
+        check_id(object_id)
+        return self.index.get(object_id)
+
+    @property
+    def index_path(self) -> str:
+        """The SQLite index file."""
+        return self.index.path
+
     def path_of(self, rec: ObjectRecord) -> str:
         return layout.object_path(rec.disk, rec.id, rec.xxh3)
 
@@ -464,6 +515,190 @@ class Store:
         finally:
             os.close(src_fd)
 
+    def put_stream(self, object_id: str, source: BinaryIO | int, size: int, tier: str, *,
+                   xxh3: str | None = None, start: int = 0, content_type: str | None = None,
+                   replace: bool = False, on_bytes: ProgressFn | None = None) -> ObjectRecord:
+        """Ingest *size* bytes read from *source* (a file descriptor, or a binary stream
+        with ``readinto``: a socket's ``makefile('rb')``, an ``http.client.HTTPResponse``)
+        as *object_id* on a disk of *tier*, atomically, as ``put`` does: reservation,
+        temp file on the target disk, fsync, digest check, rename, fsync dir, index.
+
+        Exactly *size* bytes are read (the source may go on: a keep-alive connection).
+        With *xxh3* (the expected digest) the temp file is resumable: it is named after
+        (object_id, xxh3), and when the source ends early or fails (a dropped
+        connection, a timeout) the bytes got are fsynced and kept, and
+        PartialIngestError says how many. ``partial_size(object_id, xxh3)`` tells them
+        later (another process, after a restart); ``put_stream(..., start=n)`` with a
+        source whose first byte is the object's byte *n* (``Range: bytes=n-``)
+        continues: the kept prefix is re-hashed so the digest covers the whole file, a
+        longer partial is cut to *n*. ``start=0`` discards a partial and starts over.
+        A digest mismatch discards the partial (DigestMismatchError), nothing indexed.
+        Without *xxh3* nothing is kept on failure. *on_bytes(n)* gets the bytes of the
+        object on disk so far, counting a resumed prefix.
+        """
+        check_id(object_id)
+        check_tier(tier)
+        content_type = mediatypes.check(content_type) if content_type else mediatypes.guess(
+            object_id)
+        if xxh3 is not None and not is_digest(xxh3):
+            raise UsageError(f"invalid digest {xxh3!r}: expected 32 lowercase hex digits")
+        if size < 0 or not 0 <= start <= size:
+            raise UsageError(f"object {object_id!r}: start {start} must be within size {size}")
+        if start and xxh3 is None:
+            raise UsageError(f"object {object_id!r}: resuming (start={start}) needs the "
+                             "expected xxh3, which names the partial file")
+        read_into = _stream_reader(source)
+        with self.shared():
+            old = self.index.get(object_id)
+            if old is not None and not replace:
+                raise ObjectExistsError(
+                    f"object {object_id!r} already stored (tier {old.tier}, {old.xxh3}); "
+                    "use --replace to overwrite it")
+            found = self._find_partial(object_id, xxh3) if xxh3 is not None else None
+            if found is not None and found[0].tier != tier:
+                self._discard_partial(object_id, found[0], found[1])
+                found = None
+            if start and (found is None or found[2] < start):
+                have = found[2] if found else 0
+                raise StoreError(
+                    f"object {object_id!r}: cannot resume at byte {start}: "
+                    + (f"the partial ingest on {found[0].path} has {have} bytes"
+                       if found else f"no partial ingest of it on tier {tier}")
+                    + "; start again from byte 0")
+            disk, token = self._reserve(object_id, tier, size, {}, "stream",
+                                        only=found[0].path if found else None)
+            try:
+                digest = self._write_stream(disk, object_id, read_into, size, start, xxh3,
+                                            on_bytes)
+            except _WriteError as w:
+                self._release(token)
+                self._on_disk_error(disk, w.exc, f"writing {object_id}")
+                raise StoreError(
+                    f"cannot write {object_id!r} to {disk.path}: {w.exc.strerror}") from None
+            except BaseException:
+                self._release(token)
+                raise
+            rec = ObjectRecord(object_id, size, digest, disk.path, tier, content_type,
+                               time.time())
+            self._commit(rec, token, expect_old=old)
+            faults.point("stream.after_index")
+            if old is not None and (old.disk, old.xxh3) != (rec.disk, rec.xxh3):
+                self._unlink_quietly(old)
+            return self.index.get(object_id) or rec
+
+    def partial_size(self, object_id: str, xxh3: str) -> int:
+        """Bytes of a partial ingest of (*object_id*, *xxh3*) kept on some disk for
+        ``put_stream(..., start=n)``; 0 when there is none."""
+        check_id(object_id)
+        found = self._find_partial(object_id, xxh3)
+        return found[2] if found else 0
+
+    def _find_partial(self, object_id: str, xxh3: str) -> tuple[Disk, str, int] | None:
+        """(disk, path, bytes) of the partial file of (*object_id*, *xxh3*) on a disk that
+        answers its probe as writable; None when there is none."""
+        probed = self._probe_facts(self.disks.values())
+        for disk in self.disks.values():
+            if probed[disk.path].health.state not in (OK, FULL):
+                continue
+            path = layout.partial_path(disk.path, object_id, xxh3)
+            try:
+                return disk, path, os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                self._on_disk_error(disk, e, f"looking for {path}")
+        return None
+
+    def _discard_partial(self, object_id: str, disk: Disk, path: str) -> None:
+        """Remove a partial file, unless a live ingest holds it (StoreError then)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self._on_disk_error(disk, e, f"opening {path}")
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"object {object_id!r} is being ingested by another process "
+                                 f"({path}); nothing changed") from None
+            os.unlink(path)
+        except OSError as e:
+            self._on_disk_error(disk, e, f"removing {path}")
+        finally:
+            os.close(fd)
+
+    def _write_stream(self, disk: Disk, object_id: str, read_into: ReadInto, size: int,
+                      start: int, xxh3: str | None, on_bytes: ProgressFn | None) -> str:
+        """Write bytes *start*.. of the object from *read_into* into its temp file on
+        *disk* (the partial file when *xxh3* is given), verify and rename it into place;
+        return the digest. The partial is kept on a read failure, removed otherwise."""
+        resumable = xxh3 is not None
+        tmp = (layout.partial_path(disk.path, object_id, xxh3) if resumable
+               else layout.tmp_path(disk.path, object_id))
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resumable else os.O_EXCL)
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except OSError as e:
+            raise _WriteError(e) from None
+        keep = False
+        try:
+            try:
+                # Two fills of one object at once: the second must not write the same file.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                keep = True  # it is the other process's
+                raise StoreError(f"object {object_id!r} is being ingested by another process "
+                                 f"({tmp}); nothing changed") from None
+            try:
+                h = new_hasher()
+                try:
+                    os.ftruncate(fd, start)
+                    done = 0
+                    while done < start:  # the kept prefix, so that the digest covers it all
+                        chunk = os.pread(fd, min(COPY_CHUNK, start - done), done)
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        done += len(chunk)
+                    os.lseek(fd, start, os.SEEK_SET)
+                except OSError as e:
+                    raise _WriteError(e) from None
+                try:
+                    digest, n = _copy(read_into, fd, "stream.write", on_bytes,
+                                      limit=size - start, hasher=h, done=start)
+                    failure = None
+                except _ReadError as r:
+                    n, failure = os.lseek(fd, 0, os.SEEK_END) - start, r.exc
+                got = start + n
+                if got < size:
+                    keep = resumable
+                    with contextlib.suppress(OSError):
+                        os.fsync(fd)  # what is kept must be there after a power cut
+                    why = f"the source failed ({failure})" if failure else "the source ended"
+                    raise PartialIngestError(
+                        f"object {object_id!r}: {why} after {got} of {size} bytes; "
+                        + (f"{got} bytes kept in {tmp}: resume with start={got}" if resumable
+                           else "nothing kept (no expected digest to resume against)"),
+                        object_id, got, size, resumable)
+                try:
+                    os.fsync(fd)
+                except OSError as e:
+                    raise _WriteError(e) from None
+            finally:
+                os.close(fd)
+            self._install(tmp, disk, object_id, digest, xxh3, "stream", f"stream of {object_id}")
+        except BaseException:
+            if not keep:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+        faults.point("stream.after_rename")
+        return digest
+
     def _commit(self, rec: ObjectRecord, token: str, expect_old: ObjectRecord | None) -> None:
         """Index *rec*, unless another process changed the id since we looked."""
         with self.index.write():
@@ -499,8 +734,9 @@ class Store:
         return True
 
     def _reserve(self, object_id: str, tier: str, size: int,
-                 skip: dict[str, str], fault: str) -> tuple[Disk, str]:
-        """Choose a disk of *tier* with room for *size* bytes and reserve the room."""
+                 skip: dict[str, str], fault: str, only: str | None = None) -> tuple[Disk, str]:
+        """Choose a disk of *tier* (*only* that one, when given) with room for *size*
+        bytes and reserve the room."""
         token = uuid.uuid4().hex
         probed = self._probe_facts(d for d in self.disks.values() if d.tier == tier)
         with self.index.write():
@@ -510,7 +746,7 @@ class Store:
             reasons = dict(skip)
             candidates = []
             for disk in self.disks.values():
-                if disk.tier != tier or disk.path in skip:
+                if disk.tier != tier or disk.path in skip or only not in (None, disk.path):
                     continue
                 h = self.health(disk, usage, reserved, probed[disk.path])
                 if h.state not in (OK, FULL):
@@ -583,7 +819,7 @@ class Store:
                 except OSError as e:
                     if error_state(e) != OK:
                         raise _WriteError(e) from None
-                digest, n = _copy(src_fd, fd, f"{fault}.write", on_bytes)
+                digest, n = _copy(_fd_reader(src_fd), fd, f"{fault}.write", on_bytes)
                 if n != size:
                     raise StoreError(
                         f"{source_name} changed size while being read ({size} -> {n} bytes)")
@@ -593,24 +829,31 @@ class Store:
                     raise _WriteError(e) from None
             finally:
                 os.close(fd)
-            faults.point(f"{fault}.after_fsync")
-            if expect is not None and digest != expect:
-                raise DigestMismatchError(
-                    f"{source_name} does not match the expected digest: "
-                    f"got {digest}, expected {expect}")
-            final = layout.object_path(disk.path, object_id, digest)
-            try:
-                layout.ensure_dir(os.path.dirname(final))
-                os.rename(tmp, final)
-                layout.fsync_dir(os.path.dirname(final))
-            except OSError as e:
-                raise _WriteError(e) from None
+            self._install(tmp, disk, object_id, digest, expect, fault, source_name)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         faults.point(f"{fault}.after_rename")
         return digest
+
+    @staticmethod
+    def _install(tmp: str, disk: Disk, object_id: str, digest: str, expect: str | None,
+                 fault: str, source_name: str) -> None:
+        """The written, fsynced temp file *tmp*: check its digest, rename it into
+        ``objects/``, fsync the directory. The caller unlinks *tmp* on an exception."""
+        faults.point(f"{fault}.after_fsync")
+        if expect is not None and digest != expect:
+            raise DigestMismatchError(
+                f"{source_name} does not match the expected digest: "
+                f"got {digest}, expected {expect}")
+        final = layout.object_path(disk.path, object_id, digest)
+        try:
+            layout.ensure_dir(os.path.dirname(final))
+            os.rename(tmp, final)
+            layout.fsync_dir(os.path.dirname(final))
+        except OSError as e:
+            raise _WriteError(e) from None
 
     # -- move ---------------------------------------------------------------
 

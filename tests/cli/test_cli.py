@@ -301,7 +301,7 @@ def test_init_is_idempotent(tmp_path):
         assert json.loads((d / ".oca-disk").read_text())["disk_id"] == m["disk_id"]
     assert index_rows(app) == before
     with app.open() as store:
-        assert {p: r.disk_id for p, r in store.index.disks().items()} == {
+        assert {p: d.record.disk_id for p, d in store.disks.items()} == {
             str(d): m["disk_id"] for d, m in markers.items()}
 
 
@@ -519,7 +519,8 @@ def test_recover_json(three, tmp_path):
 
     report = json.loads(ok(app.oca("recover", "--json")).stdout)
     assert report == {
-        "reservations_cleared": 0, "temp_removed": [str(leftover)], "adopted": ["z.mp4"],
+        "reservations_cleared": 0, "temp_removed": [str(leftover)], "partials_kept": [],
+        "adopted": ["z.mp4"],
         "strays_removed": [str(stray)], "dropped_missing": ["c.m4s"], "quarantined": [],
         "foreign": [str(foreign)], "pending": [], "skipped_disks": {},
     }
@@ -528,7 +529,8 @@ def test_recover_json(three, tmp_path):
     assert [(r["id"], r["tier"], r["disk"]) for r in listed] == [
         ("a.mp4", "hdd", hdd0), ("b.ts", "ssd", ssd0), ("z.mp4", "hdd", hdd0)]
     assert json.loads(ok(app.oca("recover", "--json")).stdout) == {
-        "reservations_cleared": 0, "temp_removed": [], "adopted": [], "strays_removed": [],
+        "reservations_cleared": 0, "temp_removed": [], "partials_kept": [], "adopted": [],
+        "strays_removed": [],
         "dropped_missing": [], "quarantined": [], "foreign": [str(foreign)], "pending": [],
         "skipped_disks": {}}
     assert ok(app.oca("recover")).stdout == (

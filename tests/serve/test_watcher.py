@@ -80,6 +80,7 @@ def test_hung_disk_is_failed_and_the_others_are_served(hangfs, tmp_path, fastpat
         assert disks[str(srv.app.disks["ssd"][0])]["state"] == "ok"
         log = (srv.app.root / "serve.log").read_text()
         assert f"disk {hdd_path}: failed (hung" in log
+        assert log.count(f"disk {hdd_path}: failed") == 1  # once, not every probe
         # The disk answers again: back in service, its object served.
         hangfs.release()
         wait_for(lambda: health(srv)["disks"].get(hdd_path) == "ok", timeout=15)
