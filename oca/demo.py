@@ -91,7 +91,7 @@ def build(folder: Path, total_mb: int, port: int = 8080, admin_port: int = 8081)
     config = load_config(cfg)
     with Store.init(config) as store:
         recover(store)
-        wanted = [c for c in catalog(total) if store.index.get(c[0]) is None]
+        wanted = [c for c in catalog(total) if store.find(c[0]) is None]
         if wanted:
             with tempfile.TemporaryDirectory(dir=folder / "var") as tmp, \
                     Progress("generating objects", total=sum(s for _, s, _ in wanted),
