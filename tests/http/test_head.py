@@ -7,7 +7,6 @@ import http.client
 import io
 import string
 import time
-import timeit
 
 import pytest
 from hypothesis import given, settings
@@ -185,24 +184,3 @@ def test_format_head_parses_back(status, headers, content_length, keep_alive):
 
 
 # --- cost ---------------------------------------------------------------------------------
-
-def test_cost_per_call_report():
-    """Not a timed assertion: prints the per-call cost (pytest -s) for the record."""
-    six = [
-        ("Content-Type", "video/mp4"),
-        ("ETag", ETAG),
-        ("Last-Modified", DATE),
-        ("Accept-Ranges", "bytes"),
-        ("Content-Range", "bytes 1048576-2097151/268435456"),
-        ("Cache-Control", "max-age=31536000"),
-    ]
-    date = current_date()
-    calls = {
-        "format_head(206, 6 headers)": lambda: format_head(206, six, 1048576, True, date),
-        "current_date()": current_date,
-        "http_date(t)": lambda: http_date(784111777),
-    }
-    number = 20000
-    for name, call in calls.items():
-        best = min(timeit.repeat(call, number=number, repeat=5)) / number
-        print(f"\n{name}: {best * 1e9:.0f} ns/call")
