@@ -4,7 +4,7 @@
 # the worker's server, its handler, the object table, the counter sink (WorkerMetrics) and
 # the log sink (AccessLog). A change to any of those is checked against this file.
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, Protocol
 
 IMPLEMENTATION: Final[str]  # "cython" or "python"
@@ -89,6 +89,9 @@ class CounterSink(Protocol):
     SECONDS: int
     @staticmethod
     def slots(status: int, tier: str | None, fastpath: bool) -> tuple[int, int, int]: ...
+    def add_source(self, fold: Callable[[], None]) -> None:
+        """The compiled Shared registers its fold: counts kept in C join ``counts``
+        before each publish."""
     def record(self, status: int, tier: str | None, body_bytes: int, seconds: float,
                fastpath: bool) -> None: ...
 
@@ -96,7 +99,7 @@ class LogSink(Protocol):
     """oca.http.accesslog.AccessLog, as the loop writes lines into it."""
 
     MAX_BUFFERED_LINES: int
-    lines: list[str]
+    lines: list[str]  # one list for the log's life (cleared in place, never rebound)
     line_head: str
     ms_start: float
     ms_end: float
@@ -146,6 +149,9 @@ class Shared:
     """What every connection of one worker reads, taken from the server once."""
 
     def __init__(self, server: Server) -> None: ...
+    def fold(self) -> None:
+        """Add the counts kept since the last fold to the handler's WorkerMetrics (the
+        twin counts there directly: nothing to add)."""
 
 class Connection:
     """One client connection; it owns *fd* and closes it."""

@@ -57,6 +57,15 @@ cdef class Shared:
     cdef EntryTable entries
     cdef object access_log
     cdef list counts                    # WorkerMetrics.counts
+    # Counts kept in C (counts' order: counters, then seconds), folded into counts by
+    # fold() when WorkerMetrics publishes.
+    cdef long long ccounts[64]
+    cdef double cseconds
+    cdef Py_ssize_t counter_count
+    # AccessLog.lines, and its line_head for the millisecond [log_ms_start, log_ms_end).
+    cdef list log_lines
+    cdef str log_head
+    cdef double log_ms_start, log_ms_end
     cdef object metrics_slots           # WorkerMetrics.slots
     cdef dict status_slots
     cdef bint logging
@@ -65,8 +74,9 @@ cdef class Shared:
     cdef Py_ssize_t max_head_size, max_header_size, max_url_size, max_ranges, log_max_lines
     cdef long long budget
     cdef list pool                      # Readers between requests
-    # Readability of every connection that reads, through one fd (includes/oca_poll.h);
-    # by_fd[fd] is the (borrowed) Connection reading on fd, NULL for none.
+    # Readiness of every connection, through one fd (includes/oca_poll.h): each watched
+    # for reading, or for writing while a response waits; by_fd[fd] is the (borrowed)
+    # Connection on fd, NULL for none.
     cdef int poll_fd
     cdef void **by_fd
     cdef Py_ssize_t by_fd_size
@@ -74,6 +84,7 @@ cdef class Shared:
     cdef Py_ssize_t slot_no_tier, bucket_count
     cdef double bucket_bounds[64]
     cdef int watch(self, int fd, object conn) except -1
+    cdef int want(self, int fd, bint write) except -1
     cdef void unwatch(self, int fd) noexcept
     cdef Py_ssize_t status_slot(self, int status) except -1
     cdef int count(self, int status, Entry entry, long long body, double dur) except -1

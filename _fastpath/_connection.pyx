@@ -19,6 +19,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
+from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport EAGAIN, EINTR, errno
@@ -27,7 +28,14 @@ from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close as c_close
 
-from connection cimport oca_poll_add, oca_poll_create, oca_poll_del, oca_poll_wait, recv
+from connection cimport (
+    oca_poll_add,
+    oca_poll_create,
+    oca_poll_del,
+    oca_poll_wait,
+    oca_poll_want,
+    recv,
+)
 
 from ._sendfile cimport send_response_c
 
@@ -64,6 +72,71 @@ _HttpParserUpgrade = httptools.HttpParserUpgrade
 _HttpRequestParser = httptools.HttpRequestParser
 
 _DISK_ERRORS = (_errno.EIO, _errno.ENODATA, _errno.ENXIO)
+
+
+cdef extern from "Python.h":
+    # Compact ASCII strings keep their characters right after the object: the access-log
+    # pieces are all such strings (json.encoder's ASCII escaper made them).
+    bint PyUnicode_IS_COMPACT_ASCII(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    void *PyUnicode_DATA(object s)
+
+
+cdef inline Py_ssize_t ascii_length(str s) except -1:
+    # The length of *s*, which must be a compact ASCII string (put_str copies it).
+    if not PyUnicode_IS_COMPACT_ASCII(s):
+        raise ValueError(f"access-log fragment {s!r} is not ASCII")
+    return PyUnicode_GET_LENGTH(s)
+
+
+cdef inline char *put_str(char *p, str s) noexcept:
+    # Copy the compact ASCII string *s* to p; the end.
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s)
+    memcpy(p, PyUnicode_DATA(s), n)
+    return p + n
+
+
+cdef inline char *put_text(char *p, const char *text) noexcept:
+    while text[0]:
+        p[0] = text[0]
+        p += 1
+        text += 1
+    return p
+
+
+cdef inline char *put_int(char *p, long long v) noexcept:
+    # v >= 0 in decimal; the end.
+    cdef char digits_[20]
+    cdef int n = 0
+    if v == 0:
+        p[0] = c'0'
+        return p + 1
+    while v > 0:
+        digits_[n] = <char>(c'0' + v % 10)
+        v //= 10
+        n += 1
+    while n > 0:
+        n -= 1
+        p[0] = digits_[n]
+        p += 1
+    return p
+
+
+cdef inline char *put_ms(char *p, double seconds) noexcept:
+    # *seconds* as milliseconds with 3 decimals, rounded to the microsecond (a duration
+    # from the monotonic clock: never negative). Integer arithmetic: format(x, ".3f")
+    # costs ~190 ns in glibc's printf.
+    cdef long long us = <long long>(seconds * 1e6 + 0.5)
+    cdef long long frac
+    if us < 0:
+        us = 0
+    p = put_int(p, us // 1000)
+    frac = us % 1000
+    p[0] = c'.'
+    p[1] = <char>(c'0' + frac // 100)
+    p[2] = <char>(c'0' + frac // 10 % 10)
+    p[3] = <char>(c'0' + frac % 10)
+    return p + 4
 
 
 cdef inline double clock_seconds(int clock) noexcept:
@@ -305,6 +378,13 @@ cdef class Shared:
         self.loop.add_reader(self.poll_fd, self.on_events)
         metrics = handler.metrics
         self.counts = metrics.counts
+        if len(self.counts) - 1 > 64:
+            raise ValueError(f"{len(self.counts) - 1} counters: the compiled loop holds 64")
+        self.counter_count = len(self.counts) - 1
+        metrics.add_source(self.fold)
+        self.log_lines = handler.access_log.lines if self.logging else None
+        self.log_ms_start = self.log_ms_end = 0.0
+        self.log_head = ""
         self.metrics_slots = metrics.slots
         self.slot_200, self.slot_no_tier, self.slot_fastpath = metrics.slots(200, None, True)
         self.slot_206 = metrics.slots(206, None, True)[0]
@@ -327,8 +407,9 @@ cdef class Shared:
         PyMem_Free(self.by_fd)
 
     def on_events(self):
-        # The poll fd is readable: read every connection it reports (level-triggered:
-        # one with more than 256 ready waits for the next call).
+        # The poll fd is readable: serve every connection it reports, each in the one
+        # direction it is watched for (level-triggered: one with more than 256 ready
+        # waits for the next call).
         cdef int fds[256]
         cdef int n = oca_poll_wait(self.poll_fd, fds, 256)
         cdef int i, fd
@@ -337,7 +418,10 @@ cdef class Shared:
             fd = fds[i]
             if fd < self.by_fd_size and self.by_fd[fd] != NULL:
                 conn = <Connection>self.by_fd[fd]
-                conn.read()
+                if conn.writing:
+                    conn.writable()
+                else:
+                    conn.read()
 
     cdef int watch(self, int fd, object conn) except -1:
         # Report readability of *fd* to *conn* (which unwatches before it goes).
@@ -356,6 +440,12 @@ cdef class Shared:
         self.by_fd[fd] = <void *>conn
         return 0
 
+    cdef int want(self, int fd, bint write) except -1:
+        # Watch *fd* (watched already) for writing, or again for reading.
+        if oca_poll_want(self.poll_fd, fd, write) < 0:
+            raise OSError(errno, f"cannot watch fd {fd} for {'writing' if write else 'reading'}")
+        return 0
+
     cdef void unwatch(self, int fd) noexcept:
         oca_poll_del(self.poll_fd, fd)
         if fd < self.by_fd_size:
@@ -371,56 +461,108 @@ cdef class Shared:
             slot = self.status_slots[status] = self.metrics_slots(status, None, True)[0]
         return slot
 
-    cdef int count(self, int status, Entry entry, long long body, double dur) except -1:
-        # WorkerMetrics.record(status, tier, body, dur, True), and the entry's counters.
+    def fold(self):
+        """Add the counts kept in C since the last fold to WorkerMetrics.counts (its
+        publish calls this first)."""
         cdef list counts = self.counts
+        cdef Py_ssize_t i
+        for i in range(self.counter_count):
+            if self.ccounts[i]:
+                counts[i] += self.ccounts[i]
+                self.ccounts[i] = 0
+        if self.cseconds:
+            counts[self.slot_seconds] += self.cseconds
+            self.cseconds = 0.0
+
+    cdef int count(self, int status, Entry entry, long long body, double dur) except -1:
+        # WorkerMetrics.record(status, tier, body, dur, True), and the entry's counters,
+        # in C: folded into WorkerMetrics.counts at each publish (fold).
         cdef Py_ssize_t i = 0
-        counts[self.status_slot(status)] += 1
+        self.ccounts[self.status_slot(status)] += 1
         if entry is None:
-            counts[self.slot_no_tier] += body
+            self.ccounts[self.slot_no_tier] += body
         else:
             if entry.tier_slot < 0:
                 entry.tier_slot = self.metrics_slots(status, entry.tier, True)[1]
-            counts[entry.tier_slot] += body
+            self.ccounts[entry.tier_slot] += body
             entry.hits += 1
             entry.body_bytes += body
-        counts[self.slot_fastpath] += 1
+        self.ccounts[self.slot_fastpath] += 1
         # bisect_left: the first bound >= dur (Prometheus' "le"); past the last: +Inf.
         while i < self.bucket_count and self.bucket_bounds[i] < dur:
             i += 1
-        counts[self.slot_bucket0 + i] += 1
-        counts[self.slot_seconds] += dur
+        self.ccounts[self.slot_bucket0 + i] += 1
+        self.cseconds += dur
         return 0
 
     cdef int log_own(self, Entry entry, int status, str rng, long long body, double dur,
                      str client_json) except -1:
         # The access-log line of a GET the loop decided: AccessLog.log_plain's line for a
-        # whole 200, AccessLog.log_object's otherwise, with the same text.
+        # whole 200, AccessLog.log_object's otherwise, with the same fields, put together
+        # in a C buffer (one str made from it).
         cdef double ts = clock_seconds(CLOCK_REALTIME)
-        cdef char text[32]
-        cdef int n
-        cdef str dur_text, line
-        log = self.access_log
-        if not <double>log.ms_start <= ts < <double>log.ms_end:
-            log.set_millisecond(ts)
-        # C's "%.3f" and Python's format(x, ".3f") both round the exact binary value
-        # correctly (ties to even): the same text.
-        n = snprintf(text, sizeof(text), "%.3f", dur * 1000.0)
-        dur_text = PyUnicode_DecodeASCII(text, n, NULL)
-        line_head = log.line_head
-        if status == 200 and rng is None and body == entry.size:
+        cdef str head, before, after
+        cdef Py_ssize_t size
+        cdef char stack[1024]
+        cdef char *buf = stack
+        cdef char *p
+        cdef bint plain = status == 200 and rng is None and body == entry.size
+        if not self.log_ms_start <= ts < self.log_ms_end:
+            log = self.access_log
+            if not <double>log.ms_start <= ts < <double>log.ms_end:
+                log.set_millisecond(ts)
+            self.log_head = log.line_head
+            self.log_ms_start = log.ms_start
+            self.log_ms_end = log.ms_end
+        head = self.log_head
+        if plain:
             before, after = entry.log_plain
-            line = f'{line_head}{before}{client_json},"dur_ms":{dur_text}{after}'
+            size = (ascii_length(head) + ascii_length(before) + ascii_length(client_json)
+                    + ascii_length(after))
         else:
-            # rng is "bytes=<digits>-[<digits>]" (the only form the loop answers): no
-            # character of it needs escaping in JSON.
-            line = (f'{line_head}{entry.log_get},"status":{status},"bytes":{body},"range":'
-                    f'{"null" if rng is None else chr(34) + rng + chr(34)},"client":'
-                    f'{client_json},"dur_ms":{dur_text},"tier":{entry.log_tier}}}\n')
-        lines = <list?>log.lines
-        lines.append(line)
-        if len(lines) >= self.log_max_lines:
-            log.flush()
+            size = (ascii_length(head) + ascii_length(entry.log_get)
+                    + ascii_length(client_json) + ascii_length(entry.log_tier)
+                    + (0 if rng is None else ascii_length(rng)))
+        # The numbers (20 digits each at most) and the fixed keys take less than 160 more.
+        size += 160
+        if size > <Py_ssize_t>sizeof(stack):
+            buf = <char *>PyMem_Malloc(size)
+            if buf == NULL:
+                raise MemoryError()
+        try:
+            p = put_str(buf, head)
+            if plain:
+                p = put_str(p, before)
+                p = put_str(p, client_json)
+                p = put_text(p, ',"dur_ms":')
+                p = put_ms(p, dur)
+                p = put_str(p, after)
+            else:
+                # rng is "bytes=<digits>-[<digits>]" (the only form the loop answers): no
+                # character of it needs escaping in JSON.
+                p = put_str(p, entry.log_get)
+                p = put_text(p, ',"status":')
+                p = put_int(p, status)
+                p = put_text(p, ',"bytes":')
+                p = put_int(p, body)
+                if rng is None:
+                    p = put_text(p, ',"range":null,"client":')
+                else:
+                    p = put_text(p, ',"range":"')
+                    p = put_str(p, rng)
+                    p = put_text(p, '","client":')
+                p = put_str(p, client_json)
+                p = put_text(p, ',"dur_ms":')
+                p = put_ms(p, dur)
+                p = put_text(p, ',"tier":')
+                p = put_str(p, entry.log_tier)
+                p = put_text(p, '}\n')
+            PyList_Append(self.log_lines, PyUnicode_DecodeASCII(buf, p - buf, NULL))
+        finally:
+            if buf != stack:
+                PyMem_Free(buf)
+        if PyList_GET_SIZE(self.log_lines) >= self.log_max_lines:
+            self.access_log.flush()
         return 0
 
 
@@ -472,7 +614,9 @@ cdef class Connection:
     cdef object queue
     cdef int head_bytes, body_bytes  # both bounded far below 2^31 (max_head_size, MAX_BODY)
     cdef signed char hosts
-    cdef unsigned char chunked, reading, closing, reusable
+    # watched: in the worker's poll set (from its start to its close); writing: watched
+    # for writability (a response under way waits for room or its next budget).
+    cdef unsigned char chunked, watched, writing, closing, reusable
 
     def __init__(self, Shared shared not None, int fd, str client_json):
         self.shared = shared
@@ -481,8 +625,8 @@ cdef class Connection:
         self.state = IDLE
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
         self.url = b""
-        self.reading = True
         shared.watch(fd, self)
+        self.watched = True
 
     @property
     def idle(self):
@@ -807,43 +951,43 @@ cdef class Connection:
             resp = <Response>self.queue.popleft()
 
     cdef int wait_writable(self, Response resp) except -1:
-        # *resp* is under way and the socket is full: send the rest when it is writable.
+        # *resp* is under way and the socket is full (or its budget spent): send the
+        # rest when the socket is writable. Reading stops meanwhile (pipelined requests
+        # wait in the socket).
         self.current = resp
-        loop = self.shared.loop
-        if self.reading:
-            self.reading = False
-            self.shared.unwatch(self.fd)
-        loop.add_writer(self.fd, self.on_writable)
+        if not self.writing:
+            self.writing = True
+            self.shared.want(self.fd, True)
         self.state = WRITING
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + self.shared.send_timeout
         return 0
 
-    def on_writable(self):
+    cdef int writable(self) except -1:
+        # The socket is writable: go on with the response under way, then the queue.
         cdef Response resp = self.current
         cdef Shared shared = self.shared
         cdef long long before = resp.done + resp.sent
         if not self.send(resp):
             if resp.done + resp.sent != before:
                 self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.send_timeout
-            return
-        shared.loop.remove_writer(self.fd)
+            return 0
         self.current = None
         self.finish(resp)
         if self.closing:
-            return
+            return 0
         while self.queue:
             resp = <Response>self.queue.popleft()
             if not self.send(resp):
                 self.current = resp
-                shared.loop.add_writer(self.fd, self.on_writable)
-                return
+                return 0
             self.finish(resp)
             if self.closing:
-                return
+                return 0
         self.state = IDLE
         self.deadline = clock_seconds(CLOCK_MONOTONIC) + shared.keepalive_timeout
-        self.reading = True
-        shared.watch(self.fd, self)
+        self.writing = False
+        shared.want(self.fd, False)
+        return 0
 
     cdef bint send(self, Response resp) except -1:
         # Send what the socket takes (at most the budget); True when *resp* is done.
@@ -955,12 +1099,11 @@ cdef class Connection:
             return 0
         self.closing = True
         self.state = CLOSED
-        loop = self.shared.loop
-        if self.reading:
+        if self.watched:
+            self.watched = False
             self.shared.unwatch(self.fd)
         resp = self.current
         if resp is not None:
-            loop.remove_writer(self.fd)
             self.current = None
             # A response cut off (send_timeout, drain deadline, shutdown) still gets its
             # access-log line and its count, with the body bytes that did go out.

@@ -6,5 +6,6 @@ cdef extern from "<sys/socket.h>" nogil:
 cdef extern from "oca_poll.h" nogil:
     int oca_poll_create()
     int oca_poll_add(int pfd, int fd)
+    int oca_poll_want(int pfd, int fd, int write)
     int oca_poll_del(int pfd, int fd)
     int oca_poll_wait(int pfd, int *fds, int n)

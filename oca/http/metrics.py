@@ -91,8 +91,10 @@ class WorkerMetrics:
     writes the slot. ``active_connections`` is a plain attribute the server sets.
 
     ``counts`` holds the counters, then the seconds sum (the slot body's order). Besides
-    :meth:`record`, the compiled connection loop adds to it in C, at the indexes
-    :meth:`slots`, ``BUCKET0`` and ``SECONDS`` give, with the bounds ``BUCKETS``.
+    :meth:`record`, the compiled connection loop counts in C, at the indexes
+    :meth:`slots`, ``BUCKET0`` and ``SECONDS`` give, with the bounds ``BUCKETS``, and adds
+    its counts to ``counts`` when :meth:`publish` calls the fold it registered with
+    :meth:`add_source`.
     """
 
     BUCKETS = BUCKETS
@@ -105,6 +107,12 @@ class WorkerMetrics:
         self._seq = seq
         self.counts: list = [0] * _N_COUNTERS + [0.0]  # counters, then the seconds sum
         self.active_connections = 0
+        self._sources: list = []
+
+    def add_source(self, fold) -> None:
+        """Call *fold* (no arguments) before each publish: it adds the counts it kept
+        elsewhere since its last call to ``counts``."""
+        self._sources.append(fold)
 
     @staticmethod
     def slots(status: int, tier: str | None, fastpath: bool) -> tuple[int, int, int]:
@@ -130,6 +138,8 @@ class WorkerMetrics:
 
     def publish(self) -> None:
         """Copy the counters into the shared slot (once a second and at exit)."""
+        for fold in self._sources:
+            fold()
         _write_slot(self._area, self._offset, self._seq,
                     _BODY.pack(*self.counts, self.active_connections))
         self._seq += 2
