@@ -71,12 +71,24 @@ def send_response(int sock_fd, bytes head not None, int file_fd, long long offse
     and ``OSError`` with the errno of any other failure (``BrokenPipeError``,
     ``ConnectionResetError``, ...); the connection is then unusable.
     """
-    return send_response_c(sock_fd, head, file_fd, offset, count, sent, budget)
+    return send_response_gil(sock_fd, head, file_fd, offset, count, sent, budget, True)
 
 
 cdef long long send_response_c(int sock_fd, bytes head, int file_fd, long long offset,
                                long long count, long long sent, long long budget) except -1:
-    # send_response without the Python call around it.
+    # send_response without the Python call around it, for the connection loop: its
+    # sockets are non-blocking, and the GIL stays held. A worker's loop is its only
+    # thread that serves, the release and take cost ~0.15 us a call (perf, 16 KiB
+    # objects: take_gil + PyEval_RestoreThread 3.5% of a worker's user time), and a
+    # sendfile that blocks on a disk blocks the loop either way.
+    return send_response_gil(sock_fd, head, file_fd, offset, count, sent, budget, False)
+
+
+cdef long long send_response_gil(int sock_fd, bytes head, int file_fd, long long offset,
+                                 long long count, long long sent, long long budget,
+                                 bint release) except -1:
+    # send_response; *release*: let other threads run during the calls (a blocking
+    # socket may wait for its reader, which may be a thread of this process).
     cdef off_t done = sent
     cdef const char *data
     cdef size_t head_len
@@ -89,11 +101,12 @@ cdef long long send_response_c(int sock_fd, bytes head, int file_fd, long long o
     if offset < 0 or count < 0 or sent < 0 or sent > <long long>head_len + count:
         raise response_args_error(head_len, offset, count, sent)
 
-    # The GIL stays held: a worker's loop is its only thread that serves, the release and
-    # take cost ~0.15 us a call (perf, 16 KiB objects: take_gil + PyEval_RestoreThread
-    # 3.5% of a worker's user time), and a sendfile that blocks on a disk blocks the loop
-    # either way (the disk threads' opens wait for the GIL meanwhile, as for any call).
-    rc = oca_send_response(sock_fd, data, head_len, file_fd, offset, count, &done, budget)
+    if release:
+        with nogil:
+            rc = oca_send_response(sock_fd, data, head_len, file_fd, offset, count, &done,
+                                   budget)
+    else:
+        rc = oca_send_response(sock_fd, data, head_len, file_fd, offset, count, &done, budget)
 
     if rc == OCA_SEND_FILE_SHORT:
         raise file_short_error(file_fd, offset, count, done - <off_t>head_len)
