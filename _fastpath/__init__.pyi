@@ -100,6 +100,7 @@ class LogSink(Protocol):
 
     MAX_BUFFERED_LINES: int
     lines: list[str]  # one list for the log's life (cleared in place, never rebound)
+    appliance_json: str  # the "appliance" field's JSON string
     line_head: str
     ms_start: float
     ms_end: float

@@ -62,10 +62,9 @@ cdef class Shared:
     cdef long long ccounts[64]
     cdef double cseconds
     cdef Py_ssize_t counter_count
-    # AccessLog.lines, and its line_head for the millisecond [log_ms_start, log_ms_end).
+    # AccessLog.lines and appliance_json: lines are put together here (log_own).
     cdef list log_lines
-    cdef str log_head
-    cdef double log_ms_start, log_ms_end
+    cdef str log_appliance
     cdef object metrics_slots           # WorkerMetrics.slots
     cdef dict status_slots
     cdef bint logging

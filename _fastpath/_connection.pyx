@@ -23,6 +23,7 @@ from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport EAGAIN, EINTR, errno
+from libc.math cimport rint
 from libc.stdio cimport snprintf
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -122,21 +123,23 @@ cdef inline char *put_int(char *p, long long v) noexcept:
     return p
 
 
-cdef inline char *put_ms(char *p, double seconds) noexcept:
-    # *seconds* as milliseconds with 3 decimals, rounded to the microsecond (a duration
-    # from the monotonic clock: never negative). Integer arithmetic: format(x, ".3f")
-    # costs ~190 ns in glibc's printf.
-    cdef long long us = <long long>(seconds * 1e6 + 0.5)
-    cdef long long frac
-    if us < 0:
-        us = 0
-    p = put_int(p, us // 1000)
-    frac = us % 1000
+cdef inline char *put_thousandths(char *p, long long n) noexcept:
+    # n / 1000 with 3 decimals (n >= 0), as format(n / 1000, ".3f") writes it.
+    cdef long long frac = n % 1000
+    p = put_int(p, n // 1000)
     p[0] = c'.'
     p[1] = <char>(c'0' + frac // 100)
     p[2] = <char>(c'0' + frac // 10 % 10)
     p[3] = <char>(c'0' + frac % 10)
     return p + 4
+
+
+cdef inline char *put_ms(char *p, double seconds) noexcept:
+    # *seconds* as milliseconds with 3 decimals, rounded to the microsecond (a duration
+    # from the monotonic clock: never negative). Integer arithmetic: format(x, ".3f")
+    # costs ~190 ns in glibc's printf.
+    cdef long long us = <long long>(seconds * 1e6 + 0.5)
+    return put_thousandths(p, us if us > 0 else 0)
 
 
 cdef inline double clock_seconds(int clock) noexcept:
@@ -383,8 +386,7 @@ cdef class Shared:
         self.counter_count = len(self.counts) - 1
         metrics.add_source(self.fold)
         self.log_lines = handler.access_log.lines if self.logging else None
-        self.log_ms_start = self.log_ms_end = 0.0
-        self.log_head = ""
+        self.log_appliance = handler.access_log.appliance_json if self.logging else "null"
         self.metrics_slots = metrics.slots
         self.slot_200, self.slot_no_tier, self.slot_fastpath = metrics.slots(200, None, True)
         self.slot_206 = metrics.slots(206, None, True)[0]
@@ -501,36 +503,34 @@ cdef class Shared:
         # whole 200, AccessLog.log_object's otherwise, with the same fields, put together
         # in a C buffer (one str made from it).
         cdef double ts = clock_seconds(CLOCK_REALTIME)
-        cdef str head, before, after
+        cdef str before, after
         cdef Py_ssize_t size
         cdef char stack[1024]
         cdef char *buf = stack
         cdef char *p
         cdef bint plain = status == 200 and rng is None and body == entry.size
-        if not self.log_ms_start <= ts < self.log_ms_end:
-            log = self.access_log
-            if not <double>log.ms_start <= ts < <double>log.ms_end:
-                log.set_millisecond(ts)
-            self.log_head = log.line_head
-            self.log_ms_start = log.ms_start
-            self.log_ms_end = log.ms_end
-        head = self.log_head
         if plain:
             before, after = entry.log_plain
-            size = (ascii_length(head) + ascii_length(before) + ascii_length(client_json)
-                    + ascii_length(after))
+            size = (ascii_length(self.log_appliance) + ascii_length(before)
+                    + ascii_length(client_json) + ascii_length(after))
         else:
-            size = (ascii_length(head) + ascii_length(entry.log_get)
+            size = (ascii_length(self.log_appliance) + ascii_length(entry.log_get)
                     + ascii_length(client_json) + ascii_length(entry.log_tier)
                     + (0 if rng is None else ascii_length(rng)))
-        # The numbers (20 digits each at most) and the fixed keys take less than 160 more.
-        size += 160
+        # The numbers (20 digits each at most) and the fixed keys take less than 200 more.
+        size += 200
         if size > <Py_ssize_t>sizeof(stack):
             buf = <char *>PyMem_Malloc(size)
             if buf == NULL:
                 raise MemoryError()
         try:
-            p = put_str(buf, head)
+            # AccessLog.set_millisecond's line_head: ts rounded to the millisecond (rint:
+            # ties to even, as Python's round), written as Python's ".3f" writes it.
+            p = put_text(buf, '{"ts":')
+            p = put_thousandths(p, <long long>rint(ts * 1000.0))
+            p = put_text(p, ',"appliance":')
+            p = put_str(p, self.log_appliance)
+            p = put_text(p, ',"method":')
             if plain:
                 p = put_str(p, before)
                 p = put_str(p, client_json)

@@ -27,8 +27,11 @@ from pathlib import Path
 
 from ..errors import OcaError
 
-MAX_BUFFERED_LINES = 10_000
-"""Lines held before :meth:`AccessLog.log` flushes early (bounds memory between ticks)."""
+MAX_BUFFERED_LINES = 1_000
+"""Lines held before :meth:`AccessLog.log` flushes early: about 150 KB a write, as
+nginx's ``access_log ... buffer=``. Each flush joins, encodes and writes its lines while
+the worker's loop waits; 10,000 lines (1.5 MB) a flush made those waits long enough to
+show in the slowest responses (bench/RESULTS.md, 2026-12-08)."""
 
 MAX_PATH_CHARS = 256
 MAX_RANGE_CHARS = 1024
@@ -72,9 +75,10 @@ class AccessLog:
 
     ``lines`` is the buffer. ``line_head`` is the text of a line up to its method for a
     ``ts`` in ``[ms_start, ms_end)``; :meth:`set_millisecond` renders it for another one.
-    The compiled connection loop (``_fastpath``) writes the lines of :meth:`log_plain`
-    through these in C, flushing at ``MAX_BUFFERED_LINES``; every other caller calls the
-    methods.
+    The compiled connection loop (``_fastpath``) puts the lines of :meth:`log_plain` and
+    :meth:`log_object` together in C from ``appliance_json`` and the same fragments,
+    appends them to ``lines`` and flushes at ``MAX_BUFFERED_LINES``; every other caller
+    calls the methods.
     """
 
     MAX_BUFFERED_LINES = MAX_BUFFERED_LINES
@@ -89,7 +93,7 @@ class AccessLog:
         self.write_errors = 0
         self.lines_dropped = 0
         self.last_error: OSError | None = None
-        self._appliance_json = json.dumps(appliance)
+        self.appliance_json = json.dumps(appliance)
         self.lines: list[str] = []
         self._fd: int | None = None
         self._torn = False  # a failed write left a partial line at the end of the file
@@ -179,7 +183,7 @@ class AccessLog:
         ms = round(ts * 1000)
         self.ms_start = (ms - 0.5) / 1000
         self.ms_end = (ms + 0.5) / 1000
-        self.line_head = (f'{{"ts":{ms / 1000:.3f},"appliance":{self._appliance_json},'
+        self.line_head = (f'{{"ts":{ms / 1000:.3f},"appliance":{self.appliance_json},'
                            f'"method":')
 
     def _log_nothing(self, *args, **kwargs) -> None:
