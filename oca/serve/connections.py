@@ -4,7 +4,9 @@ Why not a transport: the body goes out by sendfile(2) on the socket, and a head
 written through a transport may still sit in the transport's buffer when
 sendfile runs (body bytes would land inside the head); uvloop implements neither
 loop.sendfile nor loop.sock_sendfile. So each connection is a non-blocking fd
-watched with loop.add_reader / loop.add_writer, parsed by httptools (llhttp), and
+watched for readiness (the compiled loop: in one epoll/kqueue descriptor of its own,
+which the event loop watches; the twin: loop.add_reader / loop.add_writer), parsed by
+httptools (llhttp), and
 answered by one call into the send loop per request (again per writability event
 when the socket fills up).
 
