@@ -62,9 +62,13 @@ cdef class Shared:
     cdef long long ccounts[64]
     cdef double cseconds
     cdef Py_ssize_t counter_count
-    # AccessLog.lines and appliance_json: lines are put together here (log_own).
+    # AccessLog.lines and appliance_json: lines are put together here (log_own), in
+    # log_buf (log_len bytes; log_pending lines since the last move), and moved into
+    # log_lines by move_log.
     cdef list log_lines
     cdef str log_appliance
+    cdef char *log_buf
+    cdef Py_ssize_t log_len, log_pending
     cdef object metrics_slots           # WorkerMetrics.slots
     cdef dict status_slots
     cdef bint logging
@@ -87,5 +91,6 @@ cdef class Shared:
     cdef void unwatch(self, int fd) noexcept
     cdef Py_ssize_t status_slot(self, int status) except -1
     cdef int count(self, int status, Entry entry, long long body, double dur) except -1
+    cdef int move_log(self) except -1
     cdef int log_own(self, Entry entry, int status, str rng, long long body, double dur,
                      str client_json) except -1

@@ -53,6 +53,11 @@ cdef int READING = _framing.READING
 cdef int WRITING = _framing.WRITING
 cdef int CLOSED = _framing.CLOSED
 
+# The access-log lines the loop puts together wait in a buffer of this size per worker
+# (AccessLog.lines receives them as one str): 64 KiB, as nginx's `access_log ... buffer=`.
+cdef enum:
+    LOG_BUFFER = 65536
+
 # One receive buffer per process serves every connection (requests are parsed
 # synchronously).
 cdef size_t recv_size = _framing.RECV_SIZE
@@ -387,6 +392,11 @@ cdef class Shared:
         metrics.add_source(self.fold)
         self.log_lines = handler.access_log.lines if self.logging else None
         self.log_appliance = handler.access_log.appliance_json if self.logging else "null"
+        if self.logging:
+            self.log_buf = <char *>PyMem_Malloc(LOG_BUFFER)
+            if self.log_buf == NULL:
+                raise MemoryError()
+            handler.access_log.add_source(self.fold_log)
         self.metrics_slots = metrics.slots
         self.slot_200, self.slot_no_tier, self.slot_fastpath = metrics.slots(200, None, True)
         self.slot_206 = metrics.slots(206, None, True)[0]
@@ -407,6 +417,21 @@ cdef class Shared:
         if self.poll_fd >= 0:
             c_close(self.poll_fd)
         PyMem_Free(self.by_fd)
+        PyMem_Free(self.log_buf)
+
+    def fold_log(self):
+        """Move the lines put together in C since the last move into AccessLog.lines (its
+        flush calls this first; the loop calls it before any line made in Python, so
+        lines keep their order)."""
+        self.move_log()
+
+    cdef int move_log(self) except -1:
+        if self.log_len:
+            PyList_Append(self.log_lines, PyUnicode_DecodeASCII(self.log_buf, self.log_len,
+                                                                NULL))
+            self.log_len = 0
+        self.log_pending = 0
+        return 0
 
     def on_events(self):
         # The poll fd is readable: serve every connection it reports, each in the one
@@ -500,13 +525,12 @@ cdef class Shared:
     cdef int log_own(self, Entry entry, int status, str rng, long long body, double dur,
                      str client_json) except -1:
         # The access-log line of a GET the loop decided: AccessLog.log_plain's line for a
-        # whole 200, AccessLog.log_object's otherwise, with the same fields, put together
-        # in a C buffer (one str made from it).
+        # whole 200, AccessLog.log_object's otherwise, with the same fields, written into
+        # the worker's C buffer (moved into AccessLog.lines as one str when full, before
+        # a line made in Python, and when the log flushes).
         cdef double ts = clock_seconds(CLOCK_REALTIME)
         cdef str before, after
         cdef Py_ssize_t size
-        cdef char stack[1024]
-        cdef char *buf = stack
         cdef char *p
         cdef bint plain = status == 200 and rng is None and body == entry.size
         if plain:
@@ -519,50 +543,47 @@ cdef class Shared:
                     + (0 if rng is None else ascii_length(rng)))
         # The numbers (20 digits each at most) and the fixed keys take less than 200 more.
         size += 200
-        if size > <Py_ssize_t>sizeof(stack):
-            buf = <char *>PyMem_Malloc(size)
-            if buf == NULL:
-                raise MemoryError()
-        try:
-            # AccessLog.set_millisecond's line_head: ts rounded to the millisecond (rint:
-            # ties to even, as Python's round), written as Python's ".3f" writes it.
-            p = put_text(buf, '{"ts":')
-            p = put_thousandths(p, <long long>rint(ts * 1000.0))
-            p = put_text(p, ',"appliance":')
-            p = put_str(p, self.log_appliance)
-            p = put_text(p, ',"method":')
-            if plain:
-                p = put_str(p, before)
-                p = put_str(p, client_json)
-                p = put_text(p, ',"dur_ms":')
-                p = put_ms(p, dur)
-                p = put_str(p, after)
+        if self.log_len + size > LOG_BUFFER:
+            self.move_log()
+            if size > LOG_BUFFER:
+                raise ValueError(f"an access-log line of {size} bytes or more")
+        # AccessLog.set_millisecond's line_head: ts rounded to the millisecond (rint: ties
+        # to even, as Python's round), written as Python's ".3f" writes it.
+        p = put_text(self.log_buf + self.log_len, '{"ts":')
+        p = put_thousandths(p, <long long>rint(ts * 1000.0))
+        p = put_text(p, ',"appliance":')
+        p = put_str(p, self.log_appliance)
+        p = put_text(p, ',"method":')
+        if plain:
+            p = put_str(p, before)
+            p = put_str(p, client_json)
+            p = put_text(p, ',"dur_ms":')
+            p = put_ms(p, dur)
+            p = put_str(p, after)
+        else:
+            # rng is "bytes=<digits>-[<digits>]" (the only form the loop answers): no
+            # character of it needs escaping in JSON.
+            p = put_str(p, entry.log_get)
+            p = put_text(p, ',"status":')
+            p = put_int(p, status)
+            p = put_text(p, ',"bytes":')
+            p = put_int(p, body)
+            if rng is None:
+                p = put_text(p, ',"range":null,"client":')
             else:
-                # rng is "bytes=<digits>-[<digits>]" (the only form the loop answers): no
-                # character of it needs escaping in JSON.
-                p = put_str(p, entry.log_get)
-                p = put_text(p, ',"status":')
-                p = put_int(p, status)
-                p = put_text(p, ',"bytes":')
-                p = put_int(p, body)
-                if rng is None:
-                    p = put_text(p, ',"range":null,"client":')
-                else:
-                    p = put_text(p, ',"range":"')
-                    p = put_str(p, rng)
-                    p = put_text(p, '","client":')
-                p = put_str(p, client_json)
-                p = put_text(p, ',"dur_ms":')
-                p = put_ms(p, dur)
-                p = put_text(p, ',"tier":')
-                p = put_str(p, entry.log_tier)
-                p = put_text(p, '}\n')
-            PyList_Append(self.log_lines, PyUnicode_DecodeASCII(buf, p - buf, NULL))
-        finally:
-            if buf != stack:
-                PyMem_Free(buf)
-        if PyList_GET_SIZE(self.log_lines) >= self.log_max_lines:
-            self.access_log.flush()
+                p = put_text(p, ',"range":"')
+                p = put_str(p, rng)
+                p = put_text(p, '","client":')
+            p = put_str(p, client_json)
+            p = put_text(p, ',"dur_ms":')
+            p = put_ms(p, dur)
+            p = put_text(p, ',"tier":')
+            p = put_str(p, entry.log_tier)
+            p = put_text(p, '}\n')
+        self.log_len = p - self.log_buf
+        self.log_pending += 1
+        if self.log_pending + PyList_GET_SIZE(self.log_lines) >= self.log_max_lines:
+            self.access_log.flush()  # which moves the buffer first (fold_log)
         return 0
 
 
@@ -1061,6 +1082,7 @@ cdef class Connection:
             return 0
         log = shared.access_log
         method = resp.method
+        shared.move_log()  # the lines before this one go first
         if entry is not None and (method == "GET" or method == "HEAD"):
             log.log_object(clock_seconds(CLOCK_REALTIME),
                            entry.log_get if method == "GET" else entry.log_head,

@@ -76,9 +76,10 @@ class AccessLog:
     ``lines`` is the buffer. ``line_head`` is the text of a line up to its method for a
     ``ts`` in ``[ms_start, ms_end)``; :meth:`set_millisecond` renders it for another one.
     The compiled connection loop (``_fastpath``) puts the lines of :meth:`log_plain` and
-    :meth:`log_object` together in C from ``appliance_json`` and the same fragments,
-    appends them to ``lines`` and flushes at ``MAX_BUFFERED_LINES``; every other caller
-    calls the methods.
+    :meth:`log_object` together in C from ``appliance_json`` and the same fragments, in a
+    buffer of its own that it appends to ``lines`` as one str (when the buffer is full,
+    before a line made here, and first in :meth:`flush`, through :meth:`add_source`),
+    and flushes at ``MAX_BUFFERED_LINES``; every other caller calls the methods.
     """
 
     MAX_BUFFERED_LINES = MAX_BUFFERED_LINES
@@ -95,6 +96,7 @@ class AccessLog:
         self.last_error: OSError | None = None
         self.appliance_json = json.dumps(appliance)
         self.lines: list[str] = []
+        self._sources: list = []
         self._fd: int | None = None
         self._torn = False  # a failed write left a partial line at the end of the file
         self.ms_start = self.ms_end = 0.0  # the millisecond line_head was made for
@@ -189,6 +191,11 @@ class AccessLog:
     def _log_nothing(self, *args, **kwargs) -> None:
         pass
 
+    def add_source(self, fold) -> None:
+        """Call *fold* (no arguments) first in every :meth:`flush`: it appends the lines
+        it buffered elsewhere to ``lines`` (the compiled connection loop's C buffer)."""
+        self._sources.append(fold)
+
     def flush(self) -> None:
         """Write the buffered lines with one ``write`` and empty the buffer.
 
@@ -205,13 +212,16 @@ class AccessLog:
         must not stop the serving. If it left a partial line in the file, the next write
         starts with a newline so that the following lines stay whole.
         """
+        for fold in self._sources:
+            fold()
         buf = self.lines
         if not buf or self._fd is None:
             buf.clear()
             return
-        count = len(buf)
+        data = "".join(buf).encode("ascii")
+        count = data.count(b"\n")  # an item of lines may hold several (a C buffer's)
         head = b"\n" if self._torn else b""
-        data = head + "".join(buf).encode("ascii")
+        data = head + data
         buf.clear()
         written = 0
         with memoryview(data) as view:
