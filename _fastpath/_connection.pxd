@@ -63,8 +63,8 @@ cdef class Shared:
     cdef double cseconds
     cdef Py_ssize_t counter_count
     # AccessLog.lines and appliance_json: lines are put together here (log_own), in
-    # log_buf (log_len bytes; log_pending lines since the last move), and moved into
-    # log_lines by move_log.
+    # log_buf (log_len bytes), moved into log_lines by move_log; log_pending: lines
+    # made here since the last flush.
     cdef list log_lines
     cdef str log_appliance
     cdef char *log_buf

@@ -424,13 +424,13 @@ cdef class Shared:
         flush calls this first; the loop calls it before any line made in Python, so
         lines keep their order)."""
         self.move_log()
+        self.log_pending = 0
 
     cdef int move_log(self) except -1:
         if self.log_len:
             PyList_Append(self.log_lines, PyUnicode_DecodeASCII(self.log_buf, self.log_len,
                                                                 NULL))
             self.log_len = 0
-        self.log_pending = 0
         return 0
 
     def on_events(self):
@@ -582,7 +582,7 @@ cdef class Shared:
             p = put_text(p, '}\n')
         self.log_len = p - self.log_buf
         self.log_pending += 1
-        if self.log_pending + PyList_GET_SIZE(self.log_lines) >= self.log_max_lines:
+        if self.log_pending >= self.log_max_lines:
             self.access_log.flush()  # which moves the buffer first (fold_log)
         return 0
 

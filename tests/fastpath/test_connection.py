@@ -24,7 +24,13 @@ from types import SimpleNamespace
 import pytest
 
 import oca.http.handler as handler_module
-from oca.http.accesslog import AccessLog, json_str, object_prefix, plain_get_fragments
+from oca.http.accesslog import (
+    MAX_BUFFERED_LINES,
+    AccessLog,
+    json_str,
+    object_prefix,
+    plain_get_fragments,
+)
 from oca.http.handler import Handler
 from oca.http.head import http_date
 from oca.http.metrics import MetricsArea
@@ -483,3 +489,15 @@ def test_log_lines_and_counters_keep_order_text_and_totals(served, tmp_path):
     assert totals.requests["404"] == len(sent) - ranges - smalls
     assert totals.body_bytes["ssd"] == 100 * ranges + SMALL * smalls
     assert totals.count == len(sent)
+
+
+def test_the_log_is_written_every_max_buffered_lines(served):
+    """Without a tick, the log reaches its file once MAX_BUFFERED_LINES lines are
+    buffered (the loop's own lines counted too), not only at the next flush."""
+    h = served
+    for _ in range(MAX_BUFFERED_LINES + 10):
+        h.send(get("/o/small.m4s"))
+        h.response()
+    written = h.call(lambda: h.access_log.path.read_text()).splitlines()
+    assert MAX_BUFFERED_LINES <= len(written) <= MAX_BUFFERED_LINES + 10
+    assert len(h.log_lines()) == MAX_BUFFERED_LINES + 10
