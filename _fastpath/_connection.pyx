@@ -30,12 +30,14 @@ from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close as c_close
 
 from connection cimport (
+    SHUT_WR,
     oca_poll_add,
     oca_poll_create,
     oca_poll_del,
     oca_poll_wait,
     oca_poll_want,
     recv,
+    shutdown,
 )
 
 from ._sendfile cimport send_response_c
@@ -46,7 +48,14 @@ from collections import deque
 import httptools
 
 from . import _framing
-from ._framing import MAX_BODY, MAX_PIPELINE, absolute_path, unknown_method, valid_host
+from ._framing import (
+    LINGER_TIMEOUT,
+    MAX_BODY,
+    MAX_PIPELINE,
+    absolute_path,
+    unknown_method,
+    valid_host,
+)
 
 cdef int IDLE = _framing.IDLE
 cdef int READING = _framing.READING
@@ -636,8 +645,10 @@ cdef class Connection:
     cdef int head_bytes, body_bytes  # both bounded far below 2^31 (max_head_size, MAX_BODY)
     cdef signed char hosts
     # watched: in the worker's poll set (from its start to its close); writing: watched
-    # for writability (a response under way waits for room or its next budget).
-    cdef unsigned char chunked, watched, writing, closing, reusable
+    # for writability (a response under way waits for room or its next budget);
+    # linger: close in stages after this response (a rejected request: its client may
+    # still be sending); lingering: half-closed, reading to the client's end (_close).
+    cdef unsigned char chunked, watched, writing, closing, reusable, linger, lingering
 
     def __init__(self, Shared shared not None, int fd, str client_json):
         self.shared = shared
@@ -675,6 +686,8 @@ cdef class Connection:
         cdef bint starts
         cdef Shared shared = self.shared
         cdef Reader reader
+        if self.lingering:
+            return self.drain()
         while True:
             n = recv(self.fd, recv_buffer, recv_size, 0)
             if n >= 0 or errno != EINTR:
@@ -1099,6 +1112,7 @@ cdef class Connection:
         cdef Response resp
         if self.closing:
             return 0
+        self.linger = True
         resp = <Response?>self.shared.handler.error(status)
         resp.t0 = self.t0 or clock_seconds(CLOCK_MONOTONIC)
         self.queue = None
@@ -1113,12 +1127,59 @@ cdef class Connection:
     # -- closing ------------------------------------------------------------
 
     def close(self):
-        self._close()
+        """Close now (a timeout, the drain deadline, shutdown), lingering or not."""
+        if self.lingering:
+            self.release()
+        else:
+            self._close()
 
     cdef int _close(self) except -1:
-        cdef Response resp
+        # Close after the last response; a rejected request's connection in stages.
         if self.closing:
             return 0
+        if self.linger and self.current is None and self.watched:
+            # RFC 9112 section 9.6: a client may still be sending the rest of a request
+            # we refused; closing with unread bytes makes the kernel answer them with a
+            # reset, which can destroy our response before the client reads it. So
+            # half-close, read and drop what comes until the client closes its side or
+            # LINGER_TIMEOUT passes (the sweep), then close (nginx's lingering_close).
+            self.closing = True
+            self.lingering = True
+            self.state = CLOSED
+            self.queue = None
+            self.reader = None
+            if self.writing:
+                self.writing = False
+                self.shared.want(self.fd, False)
+            if shutdown(self.fd, SHUT_WR) < 0:
+                return self.release()
+            self.deadline = clock_seconds(CLOCK_MONOTONIC) + LINGER_TIMEOUT
+            return 0
+        return self.release()
+
+    cdef int drain(self) except -1:
+        # Lingering: drop what the client sends (at most 16 reads a readiness report);
+        # its end, or an error, closes.
+        cdef ssize_t n
+        cdef int reads = 0
+        while reads < 16:
+            n = recv(self.fd, recv_buffer, recv_size, 0)
+            if n > 0:
+                reads += 1
+            elif n < 0 and errno == EINTR:
+                continue
+            elif n < 0 and errno == EAGAIN:
+                return 0
+            else:
+                return self.release()
+        return 0
+
+    cdef int release(self) except -1:
+        # Close the socket and forget the connection.
+        cdef Response resp
+        if self.fd < 0:
+            return 0  # released already
+        self.lingering = False
         self.closing = True
         self.state = CLOSED
         if self.watched:
@@ -1136,8 +1197,10 @@ cdef class Connection:
         # llhttp may still call back for the rest of this read: the reader keeps its
         # connection (closing, it answers nothing) and is freed with the read.
         self.reader = None
-        self.shared.server.forget(self)
-        c_close(self.fd)
+        if self.fd >= 0:
+            self.shared.server.forget(self)
+            c_close(self.fd)
+            self.fd = -1
         return 0
 
 

@@ -7,6 +7,10 @@ RECV_SIZE = 64 << 10
 """Bytes read per readability event, into the one receive buffer of the process."""
 MAX_BODY = 1 << 20
 """A GET/HEAD body beyond this is refused (413): nothing we serve takes one."""
+LINGER_TIMEOUT = 5.0
+"""Seconds a connection closed after a rejected request stays half-closed, reading and
+dropping what its client still sends, before it is closed (RFC 9112 section 9.6; nginx's
+lingering_timeout)."""
 MAX_PIPELINE = 64
 """Requests parsed ahead of the response being sent; beyond, the connection closes."""
 

@@ -27,6 +27,7 @@ requests, nothing under way), and calls ``close()``.
 import contextlib
 import errno
 import os
+import socket
 import time
 from collections import OrderedDict, deque
 
@@ -35,6 +36,7 @@ import httptools
 from ._framing import (
     CLOSED,
     IDLE,
+    LINGER_TIMEOUT,
     MAX_BODY,
     MAX_PIPELINE,
     READING,
@@ -214,7 +216,8 @@ class Connection:
 
     __slots__ = ("shared", "fd", "client_json", "reader", "state", "deadline",
                  "url", "headers", "head_bytes", "body_bytes", "hosts", "chunked",
-                 "t0", "read_at", "current", "queue", "reading", "closing", "reusable")
+                 "t0", "read_at", "current", "queue", "reading", "closing", "reusable",
+                 "linger", "lingering")
 
     def __init__(self, shared: Shared, fd: int, client_json: str):
         self.shared = shared
@@ -237,6 +240,8 @@ class Connection:
         self.reading = True
         self.closing = False
         self.reusable = True  # the parser may serve another connection after this read
+        self.linger = False  # close in stages after this response (a rejected request)
+        self.lingering = False  # half-closed, reading to the client's end (close)
         shared.loop.add_reader(fd, self.on_readable)
 
     @property
@@ -247,6 +252,9 @@ class Connection:
     # -- reading ------------------------------------------------------------
 
     def on_readable(self) -> None:
+        if self.lingering:
+            self._drain()
+            return
         shared = self.shared
         try:
             n = os.readv(self.fd, _recv_list)
@@ -598,6 +606,7 @@ class Connection:
         """Answer a malformed request with *status* and close, whatever is queued."""
         if self.closing:
             return
+        self.linger = True
         resp = self.shared.handler.error(status)
         resp.t0 = self.t0 or _monotonic()
         self.queue = None
@@ -611,8 +620,55 @@ class Connection:
     # -- closing ------------------------------------------------------------
 
     def close(self) -> None:
+        """Close after the last response (a rejected request's connection in stages), or
+        now: a timeout, the drain deadline, shutdown, the end of lingering."""
+        if self.lingering:
+            self._release()
+            return
         if self.closing:
             return
+        if self.linger and self.current is None:
+            # RFC 9112 section 9.6 (see the compiled loop): half-close, read and drop what
+            # the client still sends until it closes its side or LINGER_TIMEOUT passes.
+            if not self.reading:
+                self.reading = True
+                self.shared.loop.add_reader(self.fd, self.on_readable)
+            self.closing = True
+            self.lingering = True
+            self.state = CLOSED
+            self.queue = None
+            self.reader = None
+            try:
+                sock = socket.socket(fileno=self.fd)
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                finally:
+                    sock.detach()
+            except OSError:
+                self._release()
+                return
+            self.deadline = _monotonic() + LINGER_TIMEOUT
+            return
+        self._release()
+
+    def _drain(self) -> None:
+        for _ in range(16):
+            try:
+                n = os.readv(self.fd, _recv_list)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return
+            except OSError:
+                n = 0
+            if n == 0:
+                self._release()
+                return
+
+    def _release(self) -> None:
+        if self.fd < 0:
+            return  # released already
+        self.lingering = False
         self.closing = True
         self.state = CLOSED
         shared = self.shared
@@ -635,6 +691,7 @@ class Connection:
         shared.server.forget(self)
         with contextlib.suppress(OSError):
             os.close(self.fd)
+        self.fd = -1
 
 
 class _Reader:

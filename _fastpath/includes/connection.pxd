@@ -2,6 +2,8 @@
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int sockfd, void *buf, size_t len, int flags)
+    int shutdown(int sockfd, int how)
+    int SHUT_WR
 
 cdef extern from "oca_poll.h" nogil:
     int oca_poll_create()

@@ -501,3 +501,37 @@ def test_the_log_is_written_every_max_buffered_lines(served):
     written = h.call(lambda: h.access_log.path.read_text()).splitlines()
     assert MAX_BUFFERED_LINES <= len(written) <= MAX_BUFFERED_LINES + 10
     assert len(h.log_lines()) == MAX_BUFFERED_LINES + 10
+
+
+def test_a_rejected_request_lingers_until_the_client_closes(served):
+    """After a refused request (400: no Host) the loop half-closes, reads and drops what
+    the client still sends, and closes once the client closes its side."""
+    h = served
+    h.send(b"GET /o/small.m4s HTTP/1.1\r\n\r\n")
+    status, fields, _ = h.response()
+    assert (status, fields["connection"]) == (400, "close")
+    assert h.client.recv(1) == b""  # the server's side is shut
+    assert h.forgotten == []  # ...and it still reads
+    deadline = h.call(lambda: h.conn.deadline)
+    assert deadline > time.monotonic() + h.mod.LINGER_TIMEOUT - 2
+    h.client.sendall(b"x" * 300_000)  # dropped; more than the socket buffers hold
+    h.client.shutdown(socket.SHUT_WR)
+    for _ in range(1000):
+        if h.call(lambda: len(h.forgotten)):
+            break
+        time.sleep(0.01)
+    assert h.forgotten == [h.conn]
+
+
+def test_a_lingering_connection_closes_at_once_when_told(served):
+    """The sweep (its deadline passed), the drain deadline or shutdown close a lingering
+    connection at once."""
+    h = served
+    h.send(b"GET /o/small.m4s HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")  # two Hosts: 400
+    assert h.response()[0] == 400
+    assert h.client.recv(1) == b""
+    assert h.forgotten == []
+    h.call(h.conn.close)
+    assert h.forgotten == [h.conn]
+    h.call(h.conn.close)  # again: nothing more
+    assert h.forgotten == [h.conn]

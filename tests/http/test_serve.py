@@ -594,6 +594,25 @@ def test_header_too_large_431(ro, headers):
     assert r.headers["connection"] == "close" and closed
 
 
+def test_a_rejected_request_closes_in_stages_so_no_reset_destroys_the_answer(ro):
+    """RFC 9112 section 9.6: after refusing a request (here a 400, no Host) the server
+    shuts its side and reads on, so a client still sending gets no TCP reset, which could
+    destroy the response before the client reads it. With a plain close, the bytes sent
+    after it draw a reset and the next send fails (EPIPE or ECONNRESET)."""
+    with socket.create_connection(("127.0.0.1", ro.port), timeout=10) as s:
+        s.sendall(b"GET /o/small.m4s HTTP/1.1\r\nX-Pad: " + b"p" * 1000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"\r\nConnection: close\r\n" in answer
+        s.sendall(b"x" * 100_000)  # the rest of what this client was sending
+        time.sleep(0.3)  # on loopback, a reset would be back long before this
+        s.sendall(b"y" * 1000)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1) == b""
+
+
 # -- connections ----------------------------------------------------------------------
 
 
