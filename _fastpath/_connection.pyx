@@ -24,7 +24,6 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.math cimport rint
-from libc.stdio cimport snprintf
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close as c_close
@@ -1220,20 +1219,29 @@ cdef bytes concat(bytes a, const char *b, Py_ssize_t nb, bytes c, const char *d,
 
 
 cdef bytes head_206(Entry entry, long long offset, long long count):
-    # Handler._conditional's single-range head, keep-alive.
+    # Handler._conditional's single-range head, keep-alive. The numbers by put_int:
+    # glibc's snprintf was 6% of a worker's user time on 1 MiB ranges (perf).
     cdef char tail[160]
-    cdef int n = snprintf(tail, sizeof(tail),
-                          "%lld-%lld/%lld\r\nContent-Length: %lld\r\n"
-                          "Connection: keep-alive\r\n\r\n",
-                          offset, offset + count - 1, entry.size, count)
-    return concat(entry.head206, tail, n, None, NULL, 0)
+    cdef char *p = put_int(tail, offset)
+    p[0] = c'-'
+    p = put_int(p + 1, offset + count - 1)
+    p[0] = c'/'
+    p = put_int(p + 1, entry.size)
+    p = put_text(p, "\r\nContent-Length: ")
+    p = put_int(p, count)
+    p = put_text(p, "\r\nConnection: keep-alive\r\n\r\n")
+    return concat(entry.head206, tail, p - tail, None, NULL, 0)
 
 
 cdef bytes head_slice(Entry entry, long long offset, long long count):
     # Handler._path_range's 200 head, keep-alive.
     cdef char mid[64]
     cdef char tail[64]
-    cdef int nm = snprintf(mid, sizeof(mid), "%lld-%lld\"\r\n", offset, offset + count - 1)
-    cdef int nt = snprintf(tail, sizeof(tail), "%lld\r\nConnection: keep-alive\r\n\r\n",
-                           count)
-    return concat(entry.head_slice, mid, nm, entry.head_slice_mid, tail, nt)
+    cdef char *m = put_int(mid, offset)
+    cdef char *t
+    m[0] = c'-'
+    m = put_int(m + 1, offset + count - 1)
+    m = put_text(m, "\"\r\n")
+    t = put_int(tail, count)
+    t = put_text(t, "\r\nConnection: keep-alive\r\n\r\n")
+    return concat(entry.head_slice, mid, m - mid, entry.head_slice_mid, tail, t - tail)
