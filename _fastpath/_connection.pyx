@@ -377,6 +377,8 @@ cdef class Shared:
         self.logging = handler.logging
         self.log_max_lines = handler.access_log.MAX_BUFFERED_LINES if self.logging else 0
         self.wanted = handler.REQUEST_HEADERS
+        if b"range" not in self.wanted:
+            raise ValueError("the handler's REQUEST_HEADERS lack range: the loop keeps it")
         for name in self.wanted:
             wanted_first[<unsigned char>PyBytes_AS_STRING(name)[0]] = True
         self.header_timeout = server.header_timeout
@@ -639,6 +641,9 @@ cdef class Connection:
     cdef double read_at
     cdef readonly bytes url
     cdef readonly object headers
+    # The Range field while it is the only acted-on one (no dict made for it: the common
+    # request of a player); headers holds it too once another comes.
+    cdef bytes range_only
     cdef Response current
     cdef object queue
     cdef int head_bytes, body_bytes  # both bounded far below 2^31 (max_head_size, MAX_BODY)
@@ -767,26 +772,42 @@ cdef class Connection:
     cdef int on_header(self, bytes name, bytes value) except -1:
         # Only the headers we act on are kept, by their lower-case name. The whole head
         # is bounded by max_header_size + max_url_size (on_readable); a kept field's
-        # value alone by max_header_size.
-        key = name.lower()
-        if key == b"host":
+        # value alone by max_header_size. Host and Range are matched without making a
+        # lower-case copy of the name.
+        cdef const char *p = PyBytes_AS_STRING(name)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+        cdef bint is_range = False
+        if n == 4 and p[0] | 0x20 == c'h' and p[1] | 0x20 == c'o' and p[2] | 0x20 == c's' \
+                and p[3] | 0x20 == c't':
             # RFC 9112 section 3.2: one Host field, with a valid value.
             if self.hosts >= 0 and valid_host_c(value):
                 self.hosts = 2 if self.hosts else 1
             else:
                 self.hosts = -1
             return 0
-        if key == b"transfer-encoding":
-            self.chunked = True
+        if n == 5 and p[0] | 0x20 == c'r' and p[1] | 0x20 == c'a' and p[2] | 0x20 == c'n' \
+                and p[3] | 0x20 == c'g' and p[4] | 0x20 == c'e':
+            key = b"range"
+            is_range = True
+        else:
+            key = name.lower()
+            if key == b"transfer-encoding":
+                self.chunked = True
+                return 0
+            if key not in self.shared.wanted:
+                return 0
+        if PyBytes_GET_SIZE(value) > self.shared.max_header_size:
+            self.reject(431)
+            raise _HttpParserError("header too large")
+        if is_range and self.headers is None and self.range_only is None:
+            self.range_only = value
             return 0
-        if key in self.shared.wanted:
-            if PyBytes_GET_SIZE(value) > self.shared.max_header_size:
-                self.reject(431)
-                raise _HttpParserError("header too large")
-            if self.headers is None:
-                self.headers = {key: value}
-            else:
-                self.headers[key] = value
+        if self.headers is None:
+            self.headers = {}
+            if self.range_only is not None:
+                self.headers[b"range"] = self.range_only
+                self.range_only = None
+        self.headers[key] = value
         return 0
 
     cdef int on_body(self, bytes body) except -1:
@@ -828,19 +849,22 @@ cdef class Connection:
             url = absolute_path(url)
         t0 = self.t0
         headers = self.headers
+        rng = self.range_only
         self.url = b""
         self.headers = None
+        self.range_only = None
         self.body_bytes = 0
         self.head_bytes = 0
         self.hosts = 0
         self.chunked = False
         self.t0 = 0.0
         self.state = IDLE
-        if (keep_alive and handler.tokens is None and not handler.closing
-                and (headers is None or (len(headers) == 1 and b"range" in headers))
+        if (keep_alive and headers is None and handler.tokens is None and not handler.closing
                 and parser.get_method() == b"GET"
-                and self.answer(url, headers, t0)):
+                and self.answer(url, rng, t0)):
             return 0
+        if rng is not None:
+            headers = {b"range": rng}
         self.url = url
         self.headers = headers
         self.t0 = t0
@@ -852,21 +876,21 @@ cdef class Connection:
         self.queue_response(resp)
         return 0
 
-    cdef bint answer(self, bytes url, object headers, double t0) except -1:
+    cdef bint answer(self, bytes url, bytes rng, double t0) except -1:
         # Answer a keep-alive GET of an open entry here when it is a whole object, one
-        # range "bytes=a-b" or "bytes=a-", or a /range/ URL; False: the handler decides.
+        # range "bytes=a-b" or "bytes=a-" (*rng*, the request's only acted-on field), or
+        # a /range/ URL; False: the handler decides.
         cdef EntryTable entries = self.shared.entries
         cdef Entry entry = entries.lookup_url(url)
         cdef const char *p
         cdef Py_ssize_t n, dash, cut
         cdef long long first, last
         if entry is not None:
-            if headers is None:
+            if rng is None:
                 self.send_entry(entry, 200, None, 0, entry.size, t0)
                 return True
             if self.shared.max_ranges < 1:
                 return False
-            rng = <bytes?>headers[b"range"]
             p = PyBytes_AS_STRING(rng)
             n = PyBytes_GET_SIZE(rng)
             if n < 8 or p[0] != c'b' or p[1] != c'y' or p[2] != c't' or p[3] != c'e' \
@@ -890,7 +914,7 @@ cdef class Connection:
                     last = entry.size - 1
             self.send_entry(entry, 206, rng.decode("latin-1"), first, last - first + 1, t0)
             return True
-        if headers is not None:
+        if rng is not None:
             return False
         p = PyBytes_AS_STRING(url)
         n = PyBytes_GET_SIZE(url)

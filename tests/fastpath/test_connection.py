@@ -535,3 +535,25 @@ def test_a_lingering_connection_closes_at_once_when_told(served):
     assert h.forgotten == [h.conn]
     h.call(h.conn.close)  # again: nothing more
     assert h.forgotten == [h.conn]
+
+
+def test_a_range_field_of_any_case_is_answered_by_the_loop(served):
+    """Range (any case) as the only acted-on field: the loop's; with another one the
+    handler decides and sees both (If-Range that does not match: the whole object)."""
+    h = served
+    big = h.data["big.mp4"]
+    h.send(get("/o/big.mp4"))
+    h.response()
+    before = h.responds
+    for name in ("Range", "RANGE", "range", "rAnGe"):
+        h.send(get("/o/big.mp4", f"{name}: bytes=10-19", "User-Agent: t", "Host-X: y"))
+        status, _, body = h.response()
+        assert (status, body) == (206, big[10:20])
+    assert h.responds == before
+    h.send(get("/o/big.mp4", "Range: bytes=10-19", 'If-Range: "0000"'))
+    status, _, body = h.response()
+    assert (status, len(body)) == (200, len(big))
+    h.send(get("/o/big.mp4", 'If-Range: "0000"', "Range: bytes=10-19"))
+    status, _, body = h.response()
+    assert (status, len(body)) == (200, len(big))
+    assert h.responds == before + 2
