@@ -105,6 +105,9 @@ class LogSink(Protocol):
     ms_start: float
     ms_end: float
     def set_millisecond(self, ts: float) -> None: ...
+    def add_source(self, fold: Callable[[], None]) -> None:
+        """The compiled Shared registers its fold_log: lines kept in C join ``lines``
+        first in every flush."""
     def flush(self) -> None: ...
     def log(self, ts: float, method: str, object_id: str | None, status: int,
             body_bytes: int, range_header: str | None, client: str, dur_ms: float,
@@ -153,6 +156,9 @@ class Shared:
     def fold(self) -> None:
         """Add the counts kept since the last fold to the handler's WorkerMetrics (the
         twin counts there directly: nothing to add)."""
+    def fold_log(self) -> None:
+        """Append the access-log lines kept since the last fold to AccessLog.lines (the
+        twin logs there directly: nothing to add)."""
 
 class Connection:
     """One client connection; it owns *fd* and closes it."""

@@ -1220,10 +1220,9 @@ cdef class Connection:
         # llhttp may still call back for the rest of this read: the reader keeps its
         # connection (closing, it answers nothing) and is freed with the read.
         self.reader = None
-        if self.fd >= 0:
-            self.shared.server.forget(self)
-            c_close(self.fd)
-            self.fd = -1
+        self.shared.server.forget(self)
+        c_close(self.fd)
+        self.fd = -1
         return 0
 
 

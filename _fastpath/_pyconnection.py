@@ -210,6 +210,9 @@ class Shared:
     def fold(self) -> None:
         """Nothing to add: this loop counts straight into WorkerMetrics.record."""
 
+    def fold_log(self) -> None:
+        """Nothing to add: this loop logs straight through AccessLog's methods."""
+
 
 class Connection:
     """One client connection: parse requests, send responses, in order."""
