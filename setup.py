@@ -10,6 +10,30 @@ from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 
+
+
+def llhttp() -> dict:
+    """How _fastpath._connection gets llhttp, the parser its loop calls from C: the
+    generated C of Debian's node-llhttp (apt-get install node-llhttp; the Makefile does),
+    built in strict mode (a field name with a space in it is refused, as by the llhttp of
+    httptools, which the twin uses), or a system libllhttp (FreeBSD: pkg install llhttp).
+    OCA_LLHTTP_SRC names another directory of api.c, http.c, llhttp.c and llhttp.h."""
+    src = os.environ.get("OCA_LLHTTP_SRC")
+    for sources, include in ([(Path(src), Path(src))] if src else []) + [
+            (Path("/usr/share/llhttp"), Path("/usr/share/include/llhttp"))]:
+        if (sources / "llhttp.c").is_file() and (include / "llhttp.h").is_file():
+            return {"sources": [str(sources / n) for n in ("api.c", "http.c", "llhttp.c")],
+                    "include_dirs": [str(include)],
+                    "define_macros": [("LLHTTP_STRICT_MODE", "1")]}
+    for prefix in (Path("/usr/local"), Path("/usr")):
+        if (prefix / "include" / "llhttp.h").is_file():
+            return {"include_dirs": [str(prefix / "include")], "libraries": ["llhttp"],
+                    "library_dirs": [str(prefix / "lib")]}
+    raise SystemExit("setup.py: llhttp not found (Debian: apt-get install node-llhttp; "
+                     "FreeBSD: pkg install llhttp; or set OCA_LLHTTP_SRC, or build without "
+                     "extensions: OCA_NO_EXTENSIONS=1)")
+
+
 ext_modules = []
 # Same reading as _fastpath/__init__.py: unset, "" or "0" means build the extension.
 if os.environ.get("OCA_NO_EXTENSIONS", "") in ("", "0"):
@@ -19,8 +43,9 @@ if os.environ.get("OCA_NO_EXTENSIONS", "") in ("", "0"):
         [
             Extension("_fastpath._sendfile", ["_fastpath/_sendfile.pyx"]),
             # The connection loop; calls _sendfile's send_response_c at C level
-            # (_fastpath/_sendfile.pxd).
-            Extension("_fastpath._connection", ["_fastpath/_connection.pyx"]),
+            # (_fastpath/_sendfile.pxd) and llhttp's parser with C callbacks.
+            Extension("_fastpath._connection", ["_fastpath/_connection.pyx"]
+                      + (ll := llhttp()).pop("sources", []), **ll),
             # oca-fill: the placement's greedy pass as one C loop (twin: placement._Greedy).
             Extension("fill._greedy", ["fill/_greedy.pyx"]),
         ],

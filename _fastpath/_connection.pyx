@@ -2,15 +2,16 @@
 docstring (and ``_fastpath/__init__.pyi``) is the interface of both; the C-level fields
 are declared in ``_connection.pxd``.
 
-What compiling buys, per request: the read is a recv(2) into a C buffer, the parser's
-callbacks are C methods, the send is a C call into the loop of ``_sendfile.pyx`` (no
+What compiling buys, per request: the read is a recv(2) into a C buffer that llhttp parses
+in place with C callbacks (no Python object for a field the loop does not act on), the send is a C call into the loop of ``_sendfile.pyx`` (no
 Python call around it), and a GET of an open entry (whole, one simple range, or a
 ``/range/`` URL) runs in C from the parser's callback to its access-log line. Responses
 decided in Python (``Response`` descriptors) are sent, counted and logged here too: no
 Python runs per chunk or per writability event.
 Exceptions are never unwound through C: the send loop returns errno values that
 ``send_response_c`` raises after taking the GIL back, and an exception raised in a parser
-callback is stored by httptools and raised again from ``feed_data``, as in the twin.
+callback is caught there and stops the parse (llhttp's HPE_USER): the request is answered
+400, as httptools' HttpParserCallbackError is in the twin.
 """
 
 cimport cython
@@ -28,6 +29,24 @@ from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close as c_close
 
+from llhttp cimport (
+    HPE_INVALID_METHOD,
+    HPE_OK,
+    HPE_PAUSED_UPGRADE,
+    HTTP_GET,
+    HTTP_REQUEST,
+    llhttp_errno_t,
+    llhttp_execute,
+    llhttp_init,
+    llhttp_method_name,
+    llhttp_method_t,
+    llhttp_reset,
+    llhttp_resume_after_upgrade,
+    llhttp_settings_init,
+    llhttp_settings_t,
+    llhttp_should_keep_alive,
+    llhttp_t,
+)
 from connection cimport (
     SHUT_WR,
     oca_poll_add,
@@ -43,8 +62,6 @@ from ._sendfile cimport send_response_c
 
 import errno as _errno
 from collections import deque
-
-import httptools
 
 from . import _framing
 from ._framing import (
@@ -80,10 +97,18 @@ cdef bint wanted_first[256]
 wanted_first[<unsigned char>c'h'] = True
 wanted_first[<unsigned char>c't'] = True
 
-_HttpParserError = httptools.HttpParserError
-_HttpParserInvalidMethodError = httptools.HttpParserInvalidMethodError
-_HttpParserUpgrade = httptools.HttpParserUpgrade
-_HttpRequestParser = httptools.HttpRequestParser
+# What a request header field is to the loop (Reader.kind), from its name.
+cdef enum:
+    FIELD_OTHER = 0      # passed over: no object is made for it
+    FIELD_HOST = 1
+    FIELD_RANGE = 2
+    FIELD_TE = 3         # Transfer-Encoding
+    FIELD_WANTED = 4     # another of the handler's REQUEST_HEADERS
+    NAME_SIZE = 32       # longer names are none of these
+
+
+class _ParseStop(Exception):
+    """A callback refused the request (it has answered it): llhttp stops there."""
 
 _DISK_ERRORS = (_errno.EIO, _errno.ENODATA, _errno.ENXIO)
 
@@ -599,34 +624,180 @@ cdef class Shared:
 
 @cython.final
 cdef class Reader:
-    """A parser and the connection it reads for: the parser's protocol, passing its
-    callbacks on. Between requests it goes back to the worker's pool, so an idle
-    connection holds none."""
+    """llhttp's parser state and the connection it reads for; the parser's C callbacks
+    (cb_* below) act on the connection through it. Between requests it goes back to the
+    worker's pool, so an idle connection holds none. The handler reads the parsed request
+    through it (``conn.parser``): get_method(), should_keep_alive(), get_http_version(),
+    as httptools' parser offers them in the twin."""
 
     cdef Connection conn
-    cdef readonly object parser
+    cdef llhttp_t p
+    # The current field: its name's first NAME_SIZE bytes (name_len counts them all),
+    # what it is, and for a kept one its value so far; values: how many pieces of the
+    # value llhttp has passed (more than one: split by a read, or an obs-fold).
+    cdef char name[NAME_SIZE]
+    cdef Py_ssize_t name_len
+    cdef int kind, values
+    cdef bytes key, value
+    cdef bint prev_lf                   # the previous read ended with LF
+    cdef bint within                    # a message begun and not complete
+    cdef object error                   # what stopped the parse in a callback
 
-    def __init__(self):
-        self.parser = _HttpRequestParser(self)
+    def __cinit__(self):
+        llhttp_init(&self.p, HTTP_REQUEST, &settings)
+        self.p.data = <void *>self
 
-    def on_url(self, bytes url):
-        self.conn.on_url(url)
+    def get_method(self):
+        """The request's method, as bytes."""
+        return <bytes>llhttp_method_name(<llhttp_method_t>self.p.method)
 
-    def on_header(self, bytes name, bytes value):
-        if PyBytes_GET_SIZE(name) == 0:
-            return
-        if not wanted_first[<unsigned char>PyBytes_AS_STRING(name)[0] | 0x20]:
-            return
-        self.conn.on_header(name, value)
+    def should_keep_alive(self):
+        """Whether the connection may carry another request after this one."""
+        return llhttp_should_keep_alive(&self.p) != 0
 
-    def on_headers_complete(self):
-        self.conn.head_bytes = -1  # the head is complete: no more head-size accounting
+    def get_http_version(self):
+        """The request's HTTP version, "1.1" or "1.0"."""
+        return f"{self.p.http_major}.{self.p.http_minor}"
 
-    def on_body(self, bytes body):
-        self.conn.on_body(body)
 
-    def on_message_complete(self):
-        self.conn.on_message_complete()
+# llhttp's callbacks. An exception (a refusal, _ParseStop, or any other) is kept in the
+# connection's parse_error and stops the parse: llhttp_execute returns HPE_USER.
+
+cdef llhttp_settings_t settings
+llhttp_settings_init(&settings)
+
+
+cdef int cb_message_begin(llhttp_t *p) noexcept:
+    (<Reader>p.data).within = True
+    return 0
+
+
+cdef int cb_url(llhttp_t *p, const char *at, size_t n) noexcept:
+    cdef Reader r = <Reader>p.data
+    try:
+        r.conn.on_url(at, n)
+    except BaseException as e:
+        r.error = e
+        return -1
+    return 0
+
+
+cdef int cb_header_field(llhttp_t *p, const char *at, size_t n) noexcept:
+    cdef Reader r = <Reader>p.data
+    cdef Py_ssize_t room = NAME_SIZE - r.name_len
+    if room > 0:
+        memcpy(r.name + r.name_len, at, n if <Py_ssize_t>n < room else room)
+    r.name_len += n
+    return 0
+
+
+cdef int cb_header_field_complete(llhttp_t *p) noexcept:
+    cdef Reader r = <Reader>p.data
+    cdef Py_ssize_t n = r.name_len
+    cdef const char *c = r.name
+    cdef char lower[NAME_SIZE]
+    cdef Py_ssize_t i
+    r.kind = FIELD_OTHER
+    r.values = 0
+    if n == 0 or n > NAME_SIZE or not wanted_first[<unsigned char>c[0] | 0x20]:
+        return 0
+    if n == 4 and c[0] | 0x20 == c'h' and c[1] | 0x20 == c'o' and c[2] | 0x20 == c's' \
+            and c[3] | 0x20 == c't':
+        r.kind = FIELD_HOST
+    elif n == 5 and c[0] | 0x20 == c'r' and c[1] | 0x20 == c'a' and c[2] | 0x20 == c'n' \
+            and c[3] | 0x20 == c'g' and c[4] | 0x20 == c'e':
+        r.kind = FIELD_RANGE
+    else:
+        for i in range(n):
+            lower[i] = c[i] | 0x20 if c'A' <= c[i] <= c'Z' else c[i]
+        try:
+            key = PyBytes_FromStringAndSize(lower, n)
+            if key == b"transfer-encoding":
+                r.kind = FIELD_TE
+            elif key in r.conn.shared.wanted:
+                r.kind = FIELD_WANTED
+                r.key = key
+        except BaseException as e:
+            r.error = e
+            return -1
+    return 0
+
+
+cdef int cb_header_value(llhttp_t *p, const char *at, size_t n) noexcept:
+    cdef Reader r = <Reader>p.data
+    r.values += 1
+    if r.values > 1 and ((at[-1] == c'\n') if at > recv_buffer else r.prev_lf):
+        # An obs-fold (RFC 9112 section 5.2: reject it, or replace it with a space; the
+        # twin's llhttp rejects it): 400.
+        r.error = _ParseStop("obs-fold")
+        return -1
+    if r.kind == FIELD_OTHER:
+        return 0
+    try:
+        if r.value is None:
+            r.value = PyBytes_FromStringAndSize(at, n)
+        else:
+            r.value += PyBytes_FromStringAndSize(at, n)
+    except BaseException as e:
+        r.error = e
+        return -1
+    return 0
+
+
+cdef int cb_header_value_complete(llhttp_t *p) noexcept:
+    cdef Reader r = <Reader>p.data
+    cdef bytes value
+    r.name_len = 0
+    if r.kind == FIELD_OTHER:
+        return 0
+    value = b"" if r.value is None else r.value
+    r.value = None
+    try:
+        r.conn.on_header(r.kind, r.key, value)
+    except BaseException as e:
+        r.error = e
+        return -1
+    finally:
+        r.key = None
+        r.kind = FIELD_OTHER
+    return 0
+
+
+cdef int cb_headers_complete(llhttp_t *p) noexcept:
+    (<Reader>p.data).conn.head_bytes = -1  # no more head-size accounting
+    return 0
+
+
+cdef int cb_body(llhttp_t *p, const char *at, size_t n) noexcept:
+    cdef Reader r = <Reader>p.data
+    try:
+        r.conn.on_body(n)
+    except BaseException as e:
+        r.error = e
+        return -1
+    return 0
+
+
+cdef int cb_message_complete(llhttp_t *p) noexcept:
+    cdef Reader r = <Reader>p.data
+    r.within = False
+    try:
+        r.conn.on_message_complete()
+    except BaseException as e:
+        r.error = e
+        return -1
+    return 0
+
+
+settings.on_message_begin = cb_message_begin
+settings.on_url = cb_url
+settings.on_header_field = cb_header_field
+settings.on_header_field_complete = cb_header_field_complete
+settings.on_header_value = cb_header_value
+settings.on_header_value_complete = cb_header_value_complete
+settings.on_headers_complete = cb_headers_complete
+settings.on_body = cb_body
+settings.on_message_complete = cb_message_complete
 
 
 @cython.final
@@ -676,8 +847,9 @@ cdef class Connection:
 
     @property
     def parser(self):
-        """The request's parser (httptools.HttpRequestParser), while one is read."""
-        return None if self.reader is None else self.reader.parser
+        """The request's parser (a Reader: get_method, should_keep_alive,
+        get_http_version), while one is read."""
+        return self.reader
 
     # -- reading ------------------------------------------------------------
 
@@ -690,6 +862,7 @@ cdef class Connection:
         cdef bint starts
         cdef Shared shared = self.shared
         cdef Reader reader
+        cdef llhttp_errno_t err
         if self.lingering:
             return self.drain()
         while True:
@@ -714,7 +887,7 @@ cdef class Connection:
             if self.head_bytes > shared.max_head_size:
                 self.reject(431)
                 return 0
-        reader = self.reader
+        reader = self.reader  # a local reference: the callbacks may drop self.reader
         if reader is None:
             if shared.pool:
                 reader = self.reader = <Reader>shared.pool.pop()
@@ -722,84 +895,74 @@ cdef class Connection:
                 reader = self.reader = Reader()
             reader.conn = self
         self.reusable = True
-        data = PyBytes_FromStringAndSize(recv_buffer, n)
-        try:
-            reader.parser.feed_data(data)
-        except _HttpParserInvalidMethodError:
-            # llhttp's HPE_INVALID_METHOD is both an unknown method token ("FOO /o/x
-            # HTTP/1.1": 405, as nginx answers for a static file) and a request line it
-            # cannot parse at all ("GET\r\n", a TLS handshake): 400.
+        err = llhttp_execute(&reader.p, recv_buffer, n)
+        reader.prev_lf = recv_buffer[n - 1] == c'\n'
+        if err != HPE_OK:
             self.reader = None
-            self.reject(405 if starts and unknown_method(data, n) else 400)
-            return 0
-        except _HttpParserUpgrade:
-            # llhttp stops after a request asking to switch protocols (Upgrade, CONNECT).
-            # It has been answered in HTTP/1.1 (RFC 9110 section 7.8: a server may ignore
-            # Upgrade); nothing after it is read: close once its response is sent.
-            self.reader = None
-            last = self.queue[-1] if self.queue else self.current
-            if last is None:
-                self._close()
-            else:
-                (<Response>last).keep_alive = False
-            return 0
-        except _HttpParserError:
-            self.reader = None
-            if not self.closing:
+            reader.error = None
+            if err == HPE_INVALID_METHOD:
+                # llhttp's HPE_INVALID_METHOD is both an unknown method token ("FOO /o/x
+                # HTTP/1.1": 405, as nginx answers for a static file) and a request line
+                # it cannot parse at all ("GET\r\n", a TLS handshake): 400.
+                self.reject(405 if starts and unknown_method(
+                    PyBytes_FromStringAndSize(recv_buffer, n), n) else 400)
+            elif err == HPE_PAUSED_UPGRADE and reader.p.upgrade:
+                # llhttp stops after a request asking to switch protocols (Upgrade,
+                # CONNECT). It has been answered in HTTP/1.1 (RFC 9110 section 7.8: a
+                # server may ignore Upgrade); nothing after it is read: close once its
+                # response is sent.
+                last = self.queue[-1] if self.queue else self.current
+                if last is None:
+                    self._close()
+                else:
+                    (<Response>last).keep_alive = False
+            elif not self.closing:
+                # Malformed, or a callback stopped it (a refusal has already answered).
                 self.reject(400)
             return 0
         if self.state != READING and not self.closing and self.reader is not None:
-            # Between requests: the parser goes back to the worker's pool.
-            if self.reusable:
-                reader.conn = None
-                shared.pool.append(reader)
-            self.reader = None
+            # Between requests: the parser goes back to the worker's pool (unless a
+            # pipelined request has begun in this read: it stays with its connection).
+            if not reader.within:
+                if self.reusable:
+                    reader.conn = None
+                    shared.pool.append(reader)
+                self.reader = None
         return 0
 
-    # httptools callbacks, through Reader ----------------------------------
+    # llhttp's callbacks (cb_* above), through Reader ---------------------------
 
-    cdef int on_url(self, bytes url) except -1:
+    cdef int on_url(self, const char *at, size_t n) except -1:
         if not self.url:
             self.t0 = self.read_at
-            self.url = url
+            self.url = PyBytes_FromStringAndSize(at, n)
         else:
-            self.url += url
+            self.url += PyBytes_FromStringAndSize(at, n)
         if PyBytes_GET_SIZE(self.url) > self.shared.max_url_size:
             self.reject(414)
-            raise _HttpParserError("URL too long")
+            raise _ParseStop("URL too long")
         return 0
 
-    cdef int on_header(self, bytes name, bytes value) except -1:
-        # Only the headers we act on are kept, by their lower-case name. The whole head
-        # is bounded by max_header_size + max_url_size (on_readable); a kept field's
-        # value alone by max_header_size. Host and Range are matched without making a
-        # lower-case copy of the name.
-        cdef const char *p = PyBytes_AS_STRING(name)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
-        cdef bint is_range = False
-        if n == 4 and p[0] | 0x20 == c'h' and p[1] | 0x20 == c'o' and p[2] | 0x20 == c's' \
-                and p[3] | 0x20 == c't':
+    cdef int on_header(self, int kind, bytes key, bytes value) except -1:
+        # A field the loop acts on (Reader.kind: Host, Range, Transfer-Encoding, another
+        # of REQUEST_HEADERS, by its lower-case name *key*). The whole head is bounded
+        # by max_head_size (read); a kept field's value alone by max_header_size.
+        if kind == FIELD_HOST:
             # RFC 9112 section 3.2: one Host field, with a valid value.
             if self.hosts >= 0 and valid_host_c(value):
                 self.hosts = 2 if self.hosts else 1
             else:
                 self.hosts = -1
             return 0
-        if n == 5 and p[0] | 0x20 == c'r' and p[1] | 0x20 == c'a' and p[2] | 0x20 == c'n' \
-                and p[3] | 0x20 == c'g' and p[4] | 0x20 == c'e':
-            key = b"range"
-            is_range = True
-        else:
-            key = name.lower()
-            if key == b"transfer-encoding":
-                self.chunked = True
-                return 0
-            if key not in self.shared.wanted:
-                return 0
+        if kind == FIELD_TE:
+            self.chunked = True
+            return 0
         if PyBytes_GET_SIZE(value) > self.shared.max_header_size:
             self.reject(431)
-            raise _HttpParserError("header too large")
-        if is_range and self.headers is None and self.range_only is None:
+            raise _ParseStop("header too large")
+        if kind == FIELD_RANGE:
+            key = b"range"
+        if kind == FIELD_RANGE and self.headers is None and self.range_only is None:
             self.range_only = value
             return 0
         if self.headers is None:
@@ -810,11 +973,11 @@ cdef class Connection:
         self.headers[key] = value
         return 0
 
-    cdef int on_body(self, bytes body) except -1:
-        self.body_bytes += PyBytes_GET_SIZE(body)
+    cdef int on_body(self, size_t n) except -1:
+        self.body_bytes += n
         if self.body_bytes > MAX_BODY:
             self.reject(413)
-            raise _HttpParserError("body too large")
+            raise _ParseStop("body too large")
         return 0
 
     cdef int on_message_complete(self) except -1:
@@ -828,8 +991,8 @@ cdef class Connection:
             return 0
         shared = self.shared
         handler = shared.handler
-        parser = self.reader.parser
-        keep_alive = parser.should_keep_alive()
+        cdef llhttp_t *parser = &self.reader.p
+        keep_alive = llhttp_should_keep_alive(parser) != 0
         if not keep_alive:
             self.reusable = False
         # RFC 9112 section 3.2: a 400 for an HTTP/1.1 request without Host, and for any
@@ -839,11 +1002,11 @@ cdef class Connection:
             if self.hosts < 0 or self.hosts > 1:
                 faulty = True
             else:
-                http11 = parser.get_http_version() == "1.1"
+                http11 = parser.http_major == 1 and parser.http_minor == 1
                 faulty = (self.hosts == 0 and http11) or (self.chunked and not http11)
             if faulty:
                 self.reject(400)
-                raise _HttpParserError("bad Host or Transfer-Encoding")
+                raise _ParseStop("bad Host or Transfer-Encoding")
         url = self.url
         if PyBytes_GET_SIZE(url) == 0 or PyBytes_AS_STRING(url)[0] != c'/':
             url = absolute_path(url)
@@ -860,7 +1023,7 @@ cdef class Connection:
         self.t0 = 0.0
         self.state = IDLE
         if (keep_alive and headers is None and handler.tokens is None and not handler.closing
-                and parser.get_method() == b"GET"
+                and parser.method == HTTP_GET
                 and self.answer(url, rng, t0)):
             return 0
         if rng is not None:
