@@ -1128,7 +1128,8 @@ cdef class Connection:
             return 0
         try:
             sent = send_response_c(self.fd, head, entry.fd, offset, count, 0,
-                                   self.shared.budget)
+                                   self.shared.budget + PyBytes_GET_SIZE(head)
+                                   if self.shared.budget > 0 else 0)
         except OSError as e:
             resp = own_response(status, head, entry, offset, count, rng, t0)
             self.send_failed(resp, e)
@@ -1211,8 +1212,10 @@ cdef class Connection:
 
     cdef bint send(self, Response resp) except -1:
         # Send what the socket takes (at most the budget); True when *resp* is done.
+        # The budget (sendfile_max_chunk) counts body bytes, as nginx's: the heads of
+        # this turn's segments go out beside it (a 2 MiB object leaves in one turn).
         cdef long long budget = self.shared.budget
-        cdef long long before, sent, offset, count
+        cdef long long before, sent, offset, count, head_left
         cdef Py_ssize_t part
         cdef bytes head
         cdef int file_fd
@@ -1229,8 +1232,12 @@ cdef class Connection:
                 count = segment[2]
             file_fd = resp.entry.fd if count else -1
             before = resp.sent
+            head_left = PyBytes_GET_SIZE(head) - before
+            if head_left < 0:
+                head_left = 0
             try:
-                sent = send_response_c(self.fd, head, file_fd, offset, count, before, budget)
+                sent = send_response_c(self.fd, head, file_fd, offset, count, before,
+                                       budget + head_left if budget > 0 else budget)
             except OSError as e:
                 self.send_failed(resp, e)
                 return True
@@ -1243,7 +1250,7 @@ cdef class Connection:
             resp.sent = 0
             resp.part = part + 1
             if budget > 0:
-                budget -= sent - before
+                budget -= sent - before - head_left
                 if budget <= 0:
                     return False
 

@@ -537,7 +537,9 @@ class Connection:
         shared.loop.add_reader(self.fd, self.on_readable)
 
     def send(self, resp: Response) -> bool:
-        """Send what the socket takes (at most the budget); True when *resp* is done."""
+        """Send what the socket takes (at most the budget); True when *resp* is done.
+        The budget (sendfile_max_chunk) counts body bytes, as nginx's: the heads of
+        this turn's segments go out beside it (a 2 MiB object leaves in one turn)."""
         budget = self.shared.budget
         while True:
             part = resp.part
@@ -547,9 +549,11 @@ class Connection:
                 head, offset, count = resp.parts[part - 1]
             entry = resp.entry
             before = resp.sent
+            head_left = max(len(head) - before, 0)
             try:
-                sent = resp.sent = _send_response(self.fd, head, entry.fd if count else -1,
-                                                  offset, count, before, budget)
+                sent = resp.sent = _send_response(
+                    self.fd, head, entry.fd if count else -1, offset, count, before,
+                    budget + head_left if budget > 0 else budget)
             except OSError as e:
                 self.send_failed(resp, e)
                 return True
@@ -561,7 +565,7 @@ class Connection:
             resp.sent = 0
             resp.part = part + 1
             if budget > 0:
-                budget -= sent - before
+                budget -= sent - before - head_left
                 if budget <= 0:
                     return False
 

@@ -387,6 +387,30 @@ def test_entry_counters_are_read_and_zeroed_from_python(served):
     assert h.counts("small.m4s") == (1, 10)
 
 
+@pytest.mark.parametrize(("budget", "one_turn"), [(SMALL, True), (SMALL - 1, False)])
+def test_the_budget_counts_body_bytes(mod, tmp_path, budget, one_turn):
+    """sendfile_max_chunk counts body bytes, as nginx's: an object of exactly the budget
+    leaves in the turn that read its request, head and all, whether the handler decided
+    the response (the first request opens the entry) or the loop did; one byte more
+    than the budget waits for the next turn."""
+    h = Harness(mod, tmp_path, budget=budget, sndbuf=1 << 20)
+
+    def turn():
+        # Write the request and read it in one step on the loop's thread: no poll runs
+        # between them, so what is left after on_readable is that turn's doing.
+        h.client.sendall(get("/o/small.m4s"))
+        h.conn.on_readable()
+        return h.conn.idle
+    try:
+        for responds in (1, 1):
+            assert h.call(turn) is one_turn
+            status, _, body = h.response()
+            assert (status, body) == (200, h.data["small.m4s"])
+            assert h.responds == responds
+    finally:
+        h.close()
+
+
 def test_idle_connection_holds_no_parser(served):
     h = served
     h.send(get("/o/small.m4s"))
