@@ -11,7 +11,6 @@ from pathlib import Path
 from setuptools import Extension, find_packages, setup
 
 
-
 def llhttp() -> dict:
     """How _fastpath._connection gets llhttp, the parser its loop calls from C: the
     generated C of Debian's node-llhttp (apt-get install node-llhttp; the Makefile does),

@@ -25,7 +25,8 @@ class Entry:
     tier: str | None
     hits: int  # responses sent from this entry (HEAD and aborted ones included)
     body_bytes: int  # their body bytes that went out
-    # Handler.render_heads, for the epoch second [head_from, head_until):
+    # Handler.render_heads (or redated by the loop: docs/fastpath.md), for the epoch second
+    # [head_from, head_until):
     head200: bytes  # the whole keep-alive 200
     head206: bytes  # a keep-alive 206 up to "Content-Range: bytes "
     head_slice: bytes  # a /range/ URL's 200 up to its ETag's positions
@@ -53,6 +54,14 @@ class EntryTable:
     def clear(self) -> list[Entry]: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Entry]: ...
+
+class Parser(Protocol):
+    """The parsed request, as the handler reads it (conn.parser): httptools'
+    HttpRequestParser in the twin, the compiled loop's Reader (llhttp called from C)."""
+
+    def get_method(self) -> bytes: ...
+    def should_keep_alive(self) -> bool: ...
+    def get_http_version(self) -> str: ...  # "1.1" or "1.0"
 
 class Response:
     """A response decided in Python: the first *head_len* bytes of *head* are the head
@@ -173,7 +182,7 @@ class Connection:
     @property
     def client(self) -> str: ...
     @property
-    def parser(self) -> object | None: ...  # httptools.HttpRequestParser, while reading
+    def parser(self) -> Parser | None: ...  # while a request is read
     @property
     def idle(self) -> bool: ...
     def __init__(self, shared: Shared, fd: int, client_json: str) -> None: ...

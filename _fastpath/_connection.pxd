@@ -89,6 +89,11 @@ cdef class Shared:
     cdef int watch(self, int fd, object conn) except -1
     cdef int want(self, int fd, bint write) except -1
     cdef void unwatch(self, int fd) noexcept
+    # The Date value (29 bytes) of the heads Handler.render_heads rendered last, for the
+    # epoch second [date_from, date_from + 1): other entries' heads are redated with it.
+    cdef char date[29]
+    cdef double date_from
+    cdef int heads(self, Entry entry, double now) except -1
     cdef Py_ssize_t status_slot(self, int status) except -1
     cdef int count(self, int status, Entry entry, long long body, double dur) except -1
     cdef int move_log(self) except -1

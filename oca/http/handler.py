@@ -84,7 +84,10 @@ class Handler:
         *now* (epoch): once a second per object, not per request. ``head200`` is the
         whole 200; ``head206`` a 206 up to its Content-Range's positions; ``head_slice``
         a ``/range/`` URL's 200 up to its ETag's positions, ``head_slice_mid`` from
-        after them to the Content-Length value (no date: rendered once)."""
+        after them to the Content-Length value (no date: rendered once). The loop calls
+        it for one entry a second and copies the others' heads of an earlier second with
+        this one's Date value (the 29 bytes after the first ``\r\nDate: ``) in place:
+        the Date is the only field here that changes with time."""
         start = f"Server: oca\r\nDate: {current_date.at(now)}\r\n"
         obj.head200 = (f"HTTP/1.1 200 OK\r\n{start}{obj.headers}Content-Length: {obj.size}\r\n"
                        "Connection: keep-alive\r\n\r\n").encode("latin-1")

@@ -259,6 +259,46 @@ def test_the_loop_decides_plain_gets_ranges_and_range_urls_itself(served):
     assert h.counts("big.mp4") == (1 + len(cases), len(big) + sum(len(b) for _, _, b in cases))
 
 
+def test_heads_of_an_earlier_second_are_redated_with_one_render_a_second(served):
+    """Handler.render_heads runs once a second per worker: the heads of the other
+    entries rendered in an earlier second go out with the new Date and otherwise the
+    same bytes (200, 206 and /range/ heads alike)."""
+    h = served
+    requests = {"small": get("/o/small.m4s"), "big": get("/o/big.mp4"),
+                "206": get("/o/big.mp4", "Range: bytes=10-19"),
+                "slice": get("/o/big.mp4/range/10-19")}
+
+    def fetch(name):
+        h.send(requests[name])
+        status, fields, _ = h.response()
+        return status, fields
+
+    for name in ("small", "big"):  # the handler opens the entries
+        fetch(name)
+    renders = []
+    render = h.handler.render_heads
+    h.handler.render_heads = lambda entry, now: (renders.append(entry.id), render(entry, now))
+    try:
+        for _ in range(3):  # again if the second turns within the steps (rare)
+            before = {name: fetch(name) for name in ("big", "206", "slice")}
+            time.sleep(1.05 - time.time() % 1)  # the start of the next second
+            second = int(time.time())
+            renders.clear()
+            after = {name: fetch(name) for name in ("small", "big", "206", "slice")}
+            if int(time.time()) == second:
+                break
+        else:
+            pytest.fail("the second turned during each try")
+    finally:
+        h.handler.render_heads = render
+    assert renders == ["small.m4s"]  # big.mp4's heads were redated, not rendered
+    date = after["small"][1]["date"]
+    assert date == http_date(second)
+    for name, (status, fields) in before.items():
+        assert fields["date"] != date
+        assert after[name] == (status, {**fields, "date": date}), name
+
+
 def test_the_loop_and_the_handler_give_the_same_heads(served):
     h = served
     h.send(get("/o/small.m4s"))
