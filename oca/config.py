@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .units import format_size, parse_duration, parse_size
+from .units import format_size, parse_duration, parse_rate, parse_size
 
 TIERS = ("ssd", "flash", "hdd")
 """Tier names, fastest first."""
@@ -70,6 +70,18 @@ class AuthConfig:
     """``[auth]``: signed URLs. Off (every object public) when ``key_file`` is unset."""
 
     key_file: Path | None = None
+    fill_key_file: Path | None = None
+    """Signs fill requests (scope ``fill``): the same key on every box of a fleet."""
+
+
+@dataclass(frozen=True)
+class FillConfig:
+    """``[fill]``: where tonight's manifest comes from and how the agent may fill."""
+
+    manifest_url: str | None = None  # a file path or an http(s) URL
+    window: tuple[int, int] | None = None  # minutes after local midnight: start, end
+    max_rate: float = 0.0  # bits per second for the whole appliance; 0: no limit
+    parallel: int = 4  # transfers at once
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ class Config:
     server: ServerConfig
     store: StoreConfig
     auth: AuthConfig = AuthConfig()
+    fill: FillConfig = FillConfig()
 
 
 class _Section:
@@ -218,13 +231,63 @@ def _server(file: Path, raw: Any) -> ServerConfig:
 
 def _auth(file: Path, raw: Any) -> AuthConfig:
     s = _Section(file, "auth", raw)
-    key_file = s.get("key_file", str)
+    paths = {}
+    for key in ("key_file", "fill_key_file"):
+        value = s.get(key, str)
+        if value is not None:
+            if not value.strip():
+                s.fail("must not be empty", key)
+            paths[key] = _resolve(file.parent, value)
     s.finish()
-    if key_file is None:
-        return AuthConfig()
-    if not key_file.strip():
-        s.fail("must not be empty", "key_file")
-    return AuthConfig(key_file=_resolve(file.parent, key_file))
+    return AuthConfig(**paths)
+
+
+_WINDOW_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``"02:00-14:00"`` (local time; the end may be past midnight: ``"22:00-06:00"``) to
+    (start, end) in minutes after midnight; ValueError when malformed."""
+    m = _WINDOW_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"not a window: {text!r} (expected HH:MM-HH:MM, e.g. 02:00-14:00)")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"not a window: {text!r} (hours 00-23, minutes 00-59)")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end % 1440:
+        raise ValueError(f"not a window: {text!r} (it starts where it ends)")
+    return start, end
+
+
+def _fill(file: Path, raw: Any) -> FillConfig:
+    s = _Section(file, "fill", raw)
+    kw: dict[str, Any] = {}
+    url = s.get("manifest_url", str)
+    if url is not None:
+        if not url.strip():
+            s.fail("must not be empty", "manifest_url")
+        kw["manifest_url"] = (url if url.startswith(("http://", "https://"))
+                              else str(_resolve(file.parent, url)))
+    window = s.get("window", str)
+    if window is not None:
+        try:
+            kw["window"] = parse_window(window)
+        except ValueError as e:
+            s.fail(str(e), "window")
+    rate = s.get("max_rate", (str, int, float))
+    if rate is not None:
+        try:
+            kw["max_rate"] = parse_rate(rate)
+        except ValueError as e:
+            s.fail(str(e), "max_rate")
+    parallel = s.get("parallel", int)
+    if parallel is not None:
+        if not 1 <= parallel <= 256:
+            s.fail(f"must be between 1 and 256, not {parallel}", "parallel")
+        kw["parallel"] = parallel
+    s.finish()
+    return FillConfig(**kw)
 
 
 def _store(file: Path, raw: Any) -> StoreConfig:
@@ -294,7 +357,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
     file = file.absolute()
     top = _Section(file, "", raw)
-    top.used.update({"server", "store", "auth"})
+    top.used.update({"server", "store", "auth", "fill"})
     top.finish()
     if "store" not in raw:
         raise ConfigError(f"{file}: store: missing (required) [store] section")
@@ -303,6 +366,7 @@ def load_config(path: str | os.PathLike) -> Config:
         server=_server(file, raw.get("server", {})),
         store=_store(file, raw["store"]),
         auth=_auth(file, raw.get("auth", {})),
+        fill=_fill(file, raw.get("fill", {})),
     )
 
 

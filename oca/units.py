@@ -52,3 +52,32 @@ def parse_duration(value: str | int | float) -> float:
     if not m:
         raise ValueError(f"not a duration: {value!r} (expected e.g. 250ms, 30s, 5m, 1h)")
     return float(m.group(1)) * _DURATION_SCALE[m.group(2)]
+
+
+_RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKMGT]?)(?:bit/s|bps|b/s)?\s*\Z")
+_RATE_SCALE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_rate(value: str | int | float) -> float:
+    """Bits per second from ``1.2G``, ``800M``, ``100k`` or a number (k/M/G/T are powers
+    of 1000, as link rates are written; ``1.2Gbps`` and ``1.2Gbit/s`` read the same)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a rate: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"rate must not be negative: {value}")
+        return float(value)
+    m = _RATE_RE.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"not a rate: {value!r} (expected bits per second, e.g. 800M, 1.2G)")
+    return float(m.group(1)) * _RATE_SCALE[m.group(2)]
+
+
+def format_rate(bits_per_second: float) -> str:
+    """Short human form, powers of 1000: 1.2e9 -> '1.2Gbit/s'."""
+    value = float(bits_per_second)
+    for unit in ("", "k", "M", "G"):
+        if abs(value) < 1000:
+            return f"{value:.1f}".removesuffix(".0") + f"{unit}bit/s"
+        value /= 1000
+    return f"{value:.1f}".removesuffix(".0") + "Tbit/s"

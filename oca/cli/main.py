@@ -331,6 +331,68 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"oca: error: {message} (see `{self.prog} --help`)\n")
 
 
+def cmd_fill_apply(args) -> int:
+    from ..fill import manifest as fill_manifest
+    from ..fill.agent import Agent
+    from ..units import format_rate, parse_rate
+
+    config = _config(args)
+    where = args.manifest or config.fill.manifest_url
+    if not where:
+        raise UsageError("no manifest: give MANIFEST|URL, or set [fill] manifest_url")
+    if args.rate is not None:
+        try:
+            rate = parse_rate(args.rate)
+        except ValueError as e:
+            raise UsageError(f"--rate: {e}") from None
+    else:
+        rate = config.fill.max_rate
+    parallel = args.parallel if args.parallel is not None else config.fill.parallel
+    if not 1 <= parallel <= 256:
+        raise UsageError(f"--parallel: must be between 1 and 256, not {parallel}")
+    try:
+        peer_wait = parse_duration(args.peer_wait)
+    except ValueError as e:
+        raise UsageError(f"--peer-wait: {e}") from None
+    manifest = fill_manifest.load(where, config.server.name)
+    agent = Agent(config, manifest, parallel=parallel, rate=rate, peer_wait=peer_wait,
+                  progress=not args.json)
+    if args.dry_run:
+        plan = agent.plan().as_dict(manifest)
+        if args.json:
+            _print_json(plan)
+            return EXIT_OK
+        for source, tiers in plan["adds"].items():
+            for tier, cell in tiers.items():
+                print(f"add {cell['objects']} objects ({format_size(cell['bytes'])}) "
+                      f"from {source} to {tier}")
+        for m in plan["moves"]:
+            print(f"move {m['id']} {m['from']} -> {m['to']}")
+        for oid in plan["deletes"]:
+            print(f"delete {oid}")
+        print(f"adds {format_size(plan['add_bytes'])}, moves {format_size(plan['move_bytes'])}, "
+              f"deletes {format_size(plan['delete_bytes'])}, keeps {plan['keeps']} objects "
+              "(dry run: nothing changed)")
+        return EXIT_OK
+    summary = agent.run()
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        got = ", ".join(f"{format_size(n)} from {s}" for s, n in
+                        sorted(summary.bytes_by_source.items())) or "nothing fetched"
+        print(f"fill {manifest.appliance}: added {summary.added}, moved {summary.moved}, "
+              f"deleted {summary.deleted}, kept {summary.kept}, failed {len(summary.failed)}"
+              + (f", not started (window over) {summary.not_started}"
+                 if summary.not_started else "")
+              + f"; {got} in {summary.seconds:.1f} s"
+              + (f" (at most {format_rate(rate)})" if rate else ""))
+        for r in summary.refused:
+            print(f"refused {r['id']} from {r['source']}: {r['reason']}", file=sys.stderr)
+        for oid, why in summary.failed.items():
+            print(f"failed {oid}: {why}", file=sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_ERROR
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="oca", description="Operate an oca CDN appliance.")
     p.add_argument("-c", "--config", metavar="FILE",
@@ -395,6 +457,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8080, help="viewer port (default 8080)")
     sp.add_argument("--admin-port", type=int, default=8081, help="admin port (default 8081)")
     sp.add_argument("--no-serve", action="store_true", help="build and show, do not serve")
+    fill = sub.add_parser("fill", help="the nightly fill on this appliance")
+    fill_sub = fill.add_subparsers(dest="fill_command", metavar="COMMAND", required=True,
+                                   parser_class=_Parser)
+    sp = add("apply", cmd_fill_apply, "make the store hold a fill manifest: fetch, verify, "
+             "move, delete", parent=fill_sub)
+    sp.add_argument("manifest", nargs="?", metavar="MANIFEST|URL",
+                    help="the manifest file or URL (default: [fill] manifest_url)")
+    sp.add_argument("--parallel", type=int, metavar="N",
+                    help="transfers at once (default: [fill] parallel, 4)")
+    sp.add_argument("--rate", metavar="R",
+                    help="bits per second for the whole appliance, e.g. 800M, 1.2G "
+                    "(default: [fill] max_rate; none)")
+    sp.add_argument("--peer-wait", default="10m", metavar="DURATION",
+                    help="how long to wait for a peer to hold an object of a later wave "
+                    "before its upstream is asked (default 10m)")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print the adds by source and tier, moves, deletes; change nothing")
+    sp.add_argument("--json", action="store_true", help="the summary (or the plan) as JSON")
     sp = add("sign", cmd_sign, "print a signed viewer URL for object ID ([auth] key_file)")
     sp.add_argument("id")
     sp.add_argument("--ttl", default="1h", help="how long the URL is good (default: 1h)")

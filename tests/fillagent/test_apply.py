@@ -1,0 +1,298 @@
+"""`oca fill apply` against real `oca serve` sources: what the store holds afterwards
+(ids, tiers, digests, bytes), what the sources were asked (their access logs), the
+summary, and that a bad manifest changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oca.digest import digest_bytes
+from tests.conftest import OCA_BIN
+from tests.fillagent.conftest import OBJECTS, manifest, target
+from tests.http.conftest import start_server, wait_for
+
+
+def held(app) -> dict[str, tuple[str, str]]:
+    with app.open() as store:
+        return {r.id: (r.tier, r.xxh3) for r in store.objects()}
+
+
+def content(app, oid: str) -> bytes:
+    with app.open() as store:
+        return Path(store.path_of(store.get(oid))).read_bytes()
+
+
+def leftovers(app) -> list[str]:
+    """Files in the disks' tmp folders (temp and partial files)."""
+    return sorted(str(p) for disks in app.disks.values() for d in disks
+                  for p in (Path(d) / "tmp").glob("*") if p.is_file())
+
+
+def put(app, oid: str, tier: str) -> None:
+    src = app.root / f"src-{oid}"
+    src.write_bytes(OBJECTS[oid])
+    r = app.oca("put", oid, str(src), "--tier", tier)
+    assert r.returncode == 0, r.stderr
+
+
+def want(*items: tuple[str, str]) -> dict[str, tuple[str, str]]:
+    return {oid: (tier, digest_bytes(OBJECTS[oid])) for oid, tier in items}
+
+
+@pytest.fixture
+def a1(tmp_path, origin, backbone):
+    """Target a1 holding k.mp4 (ssd, kept), m.mp4 (hdd, to move to ssd), d.mp4 (to go),
+    and tonight's manifest: a.mp4 and b.mp4 from bb1 (wave 1), c.mp4 from the origin."""
+    app = target(tmp_path / "a1")
+    put(app, "k.mp4", "ssd")
+    put(app, "m.mp4", "hdd")
+    put(app, "d.mp4", "flash")
+    mf = manifest(tmp_path / "a1.json",
+                  [("a.mp4", "ssd", "bb1", 1), ("b.mp4", "flash", "bb1", 1),
+                   ("c.mp4", "hdd", "origin", 0), ("k.mp4", "ssd", "a1", 0),
+                   ("m.mp4", "ssd", "a1", 0)],
+                  delete=["d.mp4"],
+                  sources={"a1": "http://127.0.0.1:9", "bb1": backbone.base,
+                           "origin": origin.base},
+                  upstream=["bb1", "origin"])
+    return app, mf
+
+
+def test_apply_fetches_moves_deletes_and_sums_up(a1, origin, backbone):
+    app, mf = a1
+    r = app.oca("fill", "apply", str(mf), "--parallel", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["ok"], s["added"], s["moved"], s["deleted"], s["kept"], s["failed"]) == \
+        (True, 3, 1, 1, 1, {})
+    assert s["bytes_by_source"] == {"bb1": len(OBJECTS["a.mp4"]) + len(OBJECTS["b.mp4"]),
+                                    "origin": len(OBJECTS["c.mp4"])}
+    assert held(app) == want(("a.mp4", "ssd"), ("b.mp4", "flash"), ("c.mp4", "hdd"),
+                             ("k.mp4", "ssd"), ("m.mp4", "ssd"))
+    for oid in ("a.mp4", "b.mp4", "c.mp4", "m.mp4"):
+        assert content(app, oid) == OBJECTS[oid], oid
+    assert leftovers(app) == []
+    # Each source was asked for its objects once, whole.
+    asked_bb = wait_for(lambda: sorted(x["object"] for x in backbone.log_lines()
+                                       if x["object"] in ("a.mp4", "b.mp4")) or None)
+    assert asked_bb == ["a.mp4", "b.mp4"]
+    asked_origin = wait_for(lambda: [(x["object"], x["status"], x["bytes"])
+                                     for x in origin.log_lines() if x["object"] == "c.mp4"]
+                            or None)
+    assert asked_origin == [("c.mp4", 200, len(OBJECTS["c.mp4"]))]
+    # Applied again: nothing to do.
+    r = app.oca("fill", "apply", str(mf), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["added"], s["moved"], s["deleted"], s["kept"]) == (0, 0, 0, 5)
+
+
+def test_dry_run_prints_the_diff_and_changes_nothing(a1):
+    app, mf = a1
+    before = held(app)
+    r = app.oca("fill", "apply", str(mf), "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    size = {k: len(v) for k, v in OBJECTS.items()}
+    assert plan["adds"] == {
+        "bb1": {"ssd": {"objects": 1, "bytes": size["a.mp4"]},
+                "flash": {"objects": 1, "bytes": size["b.mp4"]}},
+        "origin": {"hdd": {"objects": 1, "bytes": size["c.mp4"]}}}
+    assert plan["moves"] == [{"id": "m.mp4", "from": "hdd", "to": "ssd"}]
+    assert (plan["deletes"], plan["delete_bytes"], plan["keeps"]) == \
+        (["d.mp4"], size["d.mp4"], 1)
+    r = app.oca("fill", "apply", str(mf), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "move m.mp4 hdd -> ssd" in r.stdout and "delete d.mp4" in r.stdout
+    assert "dry run: nothing changed" in r.stdout
+    assert held(app) == before
+
+
+def test_a_stale_or_missing_copy_falls_back_upstream(tmp_path, origin, backbone):
+    """bb1 holds other bytes under c.mp4 (its ETag says so) and no k.mp4: both come from
+    the origin, and the refusals are reported with the source's name."""
+    app = target(tmp_path / "a1")
+    mf = manifest(tmp_path / "a1.json", [("c.mp4", "ssd", "bb1", 0), ("k.mp4", "flash", "bb1", 0)],
+                  sources={"bb1": backbone.base, "origin": origin.base},
+                  upstream=["bb1", "origin"])
+    r = app.oca("fill", "apply", str(mf), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["bytes_by_source"] == {"origin": len(OBJECTS["c.mp4"]) + len(OBJECTS["k.mp4"])}
+    refused = {(x["id"], x["source"]): x["reason"] for x in s["refused"]}
+    assert set(refused) == {("c.mp4", "bb1"), ("k.mp4", "bb1")}
+    assert "another version" in refused[("c.mp4", "bb1")]
+    assert "404" in refused[("k.mp4", "bb1")]
+    assert held(app) == want(("c.mp4", "ssd"), ("k.mp4", "flash"))
+
+
+def test_a_corrupt_byte_at_a_source_is_caught_and_taken_elsewhere(tmp_path, origin):
+    """A source whose file went bad (its ETag still the good digest): the copy fails the
+    digest check, is never committed, and the object comes from the next source."""
+    bad = start_server(tmp_path / "bad", objects={"b.mp4": (OBJECTS["b.mp4"], "ssd")})
+    try:
+        with bad.app.open() as store:
+            path = store.path_of(store.get("b.mp4"))
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, bytes([OBJECTS["b.mp4"][12345] ^ 0xFF]), 12345)
+        finally:
+            os.close(fd)
+        app = target(tmp_path / "a1")
+        mf = manifest(tmp_path / "a1.json", [("b.mp4", "hdd", "peer", 0)],
+                      sources={"peer": bad.base, "origin": origin.base}, upstream=["origin"])
+        r = app.oca("fill", "apply", str(mf), "--json")
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        assert [(x["id"], x["source"]) for x in s["refused"]] == [("b.mp4", "peer")]
+        assert "do not match" in s["refused"][0]["reason"]
+        assert s["bytes_by_source"] == {"peer": len(OBJECTS["b.mp4"]),
+                                        "origin": len(OBJECTS["b.mp4"])}
+        assert held(app) == want(("b.mp4", "hdd"))
+        assert content(app, "b.mp4") == OBJECTS["b.mp4"]
+        assert leftovers(app) == []
+    finally:
+        bad.stop()
+
+
+def test_an_object_without_any_digest_is_refused_and_never_committed(tmp_path):
+    """No xxh3 in the manifest and a source whose ETag is not a digest (a plain web
+    server): refused, reported, exit 1, nothing stored."""
+    docroot = tmp_path / "www"
+    (docroot / "o").mkdir(parents=True)
+    (docroot / "o" / "c.mp4").write_bytes(OBJECTS["c.mp4"])
+    port_file = tmp_path / "port"
+    web = subprocess.Popen(
+        [sys.executable, "-c",
+         "import http.server, functools, sys\n"
+         "h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n"
+         "s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n"
+         "open(sys.argv[2], 'w').write(str(s.server_port))\n"
+         "s.serve_forever()\n", str(docroot), str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port = wait_for(lambda: port_file.exists() and port_file.read_text().strip() or None)
+        app = target(tmp_path / "a1")
+        mf = manifest(tmp_path / "a1.json", [("c.mp4", "ssd", "web", 0, None)],
+                      sources={"web": f"http://127.0.0.1:{port}"}, upstream=[])
+        r = app.oca("fill", "apply", str(mf), "--json")
+        assert r.returncode == 1, r.stderr
+        s = json.loads(r.stdout)
+        assert list(s["failed"]) == ["c.mp4"] and "no digest" in s["failed"]["c.mp4"]
+        assert held(app) == {}
+        assert leftovers(app) == []
+    finally:
+        web.kill()
+        web.wait()
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda d: "{not json", "not JSON"),
+    (lambda d: {**d, "appliance": "a2"}, "appliance"),
+    (lambda d: {**d, "objects": [{**d["objects"][0], "id": "../etc/passwd"}]}, "objects[0].id"),
+    (lambda d: {**d, "objects": [{**d["objects"][0], "size": -1}]}, "objects[0].size"),
+    (lambda d: {**d, "objects": [{**d["objects"][0], "size": 1 << 60}]}, "objects[0].size"),
+    (lambda d: {**d, "objects": [{**d["objects"][0], "tier": "tape"}]}, "objects[0].tier"),
+    (lambda d: {**d, "objects": [{**d["objects"][0], "source": "bb9"}]}, "objects[0].source"),
+    (lambda d: {**d, "objects": [{**d["objects"][0], "xxh3": "ABC"}]}, "objects[0].xxh3"),
+    (lambda d: {**d, "upstream": ["bb9"]}, "upstream[0]"),
+    (lambda d: {**d, "delete": ["k.mp4", "a b"]}, "delete[1]"),
+])
+def test_a_bad_manifest_is_a_usage_error_naming_the_field(tmp_path, change, field):
+    app = target(tmp_path / "a1")
+    put(app, "k.mp4", "ssd")
+    mf = manifest(tmp_path / "a1.json", [("a.mp4", "ssd", "bb1", 0)],
+                  sources={"bb1": "http://127.0.0.1:9"}, upstream=["bb1"])
+    doc = change(json.loads(mf.read_text()))
+    mf.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    before = held(app)
+    r = app.oca("fill", "apply", str(mf))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("oca: error: manifest ") and field in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert held(app) == before
+
+
+def test_more_than_the_box_holds_is_refused_before_any_change(tmp_path):
+    app = target(tmp_path / "a1", layout={"ssd": ["4M"], "flash": ["64M"], "hdd": ["64M"]})
+    put(app, "k.mp4", "ssd")
+    mf = manifest(tmp_path / "a1.json", [("a.mp4", "ssd", "bb1", 0), ("b.mp4", "ssd", "bb1", 0)],
+                  delete=["k.mp4"], sources={"bb1": "http://127.0.0.1:9"}, upstream=["bb1"])
+    r = app.oca("fill", "apply", str(mf))
+    assert r.returncode == 1
+    assert "tier ssd" in r.stderr and "the box has 4M" in r.stderr
+    assert held(app) == want(("k.mp4", "ssd"))
+
+
+def test_deletions_wait_until_an_add_needs_their_room(tmp_path, origin):
+    """ssd holds k.mp4 and m.mp4 (1.2 MiB of 4 MiB); a.mp4 (3 MiB) needs room: k.mp4 and
+    m.mp4 are listed for deletion and go only then (the largest first)."""
+    app = target(tmp_path / "a1", layout={"ssd": ["4M"], "flash": ["64M"], "hdd": ["64M"]})
+    put(app, "k.mp4", "ssd")
+    put(app, "m.mp4", "ssd")
+    mf = manifest(tmp_path / "a1.json", [("a.mp4", "ssd", "origin", 0)],
+                  delete=["k.mp4", "m.mp4"], sources={"origin": origin.base},
+                  upstream=["origin"])
+    r = app.oca("fill", "apply", str(mf), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["added"], s["deleted"]) == (1, 2)
+    assert held(app) == want(("a.mp4", "ssd"))
+
+
+def test_rate_is_respected(tmp_path, origin):
+    """--rate 16M (bits per second): a.mp4's 3 MiB take its time at that rate, within
+    10% (the summary's seconds: from the plan to the last commit)."""
+    app = target(tmp_path / "a1")
+    mf = manifest(tmp_path / "a1.json", [("a.mp4", "hdd", "origin", 0)],
+                  sources={"origin": origin.base}, upstream=["origin"])
+    r = app.oca("fill", "apply", str(mf), "--rate", "16M", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    rate = s["bytes_by_source"]["origin"] * 8 / s["seconds"]
+    assert 0.9 * 16e6 <= rate <= 1.1 * 16e6, rate
+
+
+def test_a_fill_killed_mid_object_resumes_with_range(tmp_path, origin):
+    """kill -9 while a.mp4 is coming in (slowly: --rate): the fsynced prefix is kept; the
+    next run asks the source for the rest only (Range + If-Range) and commits the whole,
+    verified object, with no temp file left."""
+    app = target(tmp_path / "a1")
+    mf = manifest(tmp_path / "a1.json", [("a.mp4", "hdd", "origin", 0)],
+                  sources={"origin": origin.base}, upstream=["origin"])
+    digest = digest_bytes(OBJECTS["a.mp4"])
+    proc = subprocess.Popen([str(OCA_BIN), "-c", str(app.config_path), "fill", "apply",
+                             str(mf), "--rate", "8M", "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def partial() -> int | None:
+            with app.open() as store:
+                return store.partial_size("a.mp4", digest) or None
+        # put_stream fsyncs what it got only when the stream fails; until then the
+        # partial file grows on disk: wait for 1 MiB of it, then kill.
+        wait_for(lambda: any(p.stat().st_size >= 1 << 20 for d in app.disks["hdd"]
+                             for p in (Path(d) / "tmp").glob("a.mp4.*")), timeout=20)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    got = partial()
+    assert got and 0 < got < len(OBJECTS["a.mp4"])
+    assert held(app) == {}
+    r = app.oca("fill", "apply", str(mf), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["added"] == 1
+    assert s["bytes_by_source"] == {"origin": len(OBJECTS["a.mp4"]) - got}
+    assert content(app, "a.mp4") == OBJECTS["a.mp4"]
+    assert leftovers(app) == []
+    ranges = wait_for(lambda: [x["range"] for x in origin.log_lines()
+                               if x["object"] == "a.mp4" and x["status"] == 206] or None)
+    assert f"bytes={got}-" in ranges
