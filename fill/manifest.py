@@ -7,12 +7,20 @@ same plan (docs/fill-placement.md#manifest):
     {"appliance":"isp-a1","delete":["t0000003-480p.mp4"],"generated":1795000000,"objects":[
     {"id":"t0000001-1080p.mp4","size":734003200,"source":"isp-a1","tier":"ssd","wave":0,"xxh3":null},
     {"id":"t0000002-2160p.mp4","size":2147483648,"source":"bb1","tier":"hdd","wave":1,"xxh3":"..."}
-    ]}
+    ],"sources":{"bb1":"http://bb1","isp-a1":"http://a1","origin":"http://o"},"upstream":[...]}
+
+(the last line shortened to fit here: its ``[...]`` is ``["bb1","origin"]``.)
 
 ``objects`` is everything the node holds after tonight, by id: what it keeps has itself
 as ``source`` and wave 0; what it adds has the node to copy from and the wave of the copy
 (a source holds the object before the wave starts). Additions the backbone deferred are
-left out. ``delete`` lists, by id, what it held and must drop.
+left out. ``delete`` lists, by id, what it held and must drop. ``upstream`` is where a
+fill agent turns when a source fails, in order: a site appliance's site's backbone node
+(its ``upstream`` in the topology, if any), then the origin; a backbone node's, the
+origin. ``sources`` is the URL, from the topology, of every node named as a ``source``
+or in ``upstream``: the file is applied with nothing else.
+
+Older plans wrote neither key (their last line is ``]}``); the readers take both forms.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import numpy as np
 
 from . import loops
 from .errors import InputError
-from .model import TIERS, Catalog, SitePlan
+from .model import TIERS, Catalog, SitePlan, Topology
 from .rendezvous import catalog_lookup
 
 __all__ = ["read_previous", "read_previous_numbers", "write_manifests", "write_manifest",
@@ -105,17 +113,22 @@ def _read_canonical(path: Path, catalog: Catalog) -> tuple[list[str], np.ndarray
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    # The first line opens `objects`, the last closes it and holds the keys after it
+    # (`],"sources":{...},"upstream":[...]}`, or `]}` in older plans): the two together
+    # are the manifest without its objects.
     head, sep, rest = raw.partition(b"\n")
-    if not (sep and head.endswith(b'"objects":[') and rest.endswith(b"]}\n")):
+    cut = rest.rfind(b"\n", 0, len(rest) - 1) + 1
+    body, tail = rest[:cut], rest[cut:]
+    if not (sep and head.endswith(b'"objects":[') and tail.startswith(b"]")
+            and tail.endswith(b"}\n")):
         return None
     try:
-        doc = json.loads(head + b"]}")
+        doc = json.loads(head + tail)
     except (ValueError, RecursionError):
         return None
     if not (isinstance(doc, dict) and doc.get("objects") == []
             and doc.get("appliance") == path.stem):
         return None
-    body = rest[:-3]
     keys = _sorted_ids(catalog)
     if loops.compiled is not None and keys is not None and len(keys):
         # Compiled: the grammar checked and the ids numbered in one pass (ids ascending,
@@ -222,7 +235,7 @@ def _kind(v) -> str:
 
 def write_manifests(out_dir: str | os.PathLike, site_plans: Iterable[SitePlan],
                     backbone_plans: Iterable[SitePlan], schedule, catalog: Catalog,
-                    generated: float) -> list[Path]:
+                    generated: float, topology: Topology) -> list[Path]:
     """Write ``<node>.json`` for every appliance of *site_plans* and every node of
     *backbone_plans*, atomically (temporary file, then rename); returns the paths in plan
     order.
@@ -230,21 +243,25 @@ def write_manifests(out_dir: str | os.PathLike, site_plans: Iterable[SitePlan],
     *schedule* (backbone.py) gives each addition's source and wave: through
     ``schedule.transfers.to(node)`` (arrays ``obj``, ``source``, ``wave`` with ``names``)
     when it has it, else ``schedule.source_of(node, obj) -> (source, wave) | None``; an
-    addition without one is deferred and left out.
+    addition without one is deferred and left out. *topology* gives the nodes' URLs
+    (``sources``) and each node's ``upstream``.
     """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for plan in [*site_plans, *backbone_plans]:
         for node in plan.holdings:
-            data = manifest_bytes(node, plan, schedule, catalog, generated)
+            data = manifest_bytes(node, plan, schedule, catalog, generated, topology)
             paths.append(write_manifest(folder, node, data))
     return paths
 
 
 def manifest_bytes(node: str, plan: SitePlan, schedule, catalog: Catalog,
-                   generated: float) -> bytes:
-    """One node's manifest, as written by `write_manifests`."""
+                   generated: float, topology: Topology) -> bytes:
+    """One node's manifest, as written by `write_manifests`.
+
+    ValueError when *node*, or a source the schedule names, is not a node of *topology*.
+    """
     objs = np.asarray(plan.holdings[node], dtype=np.int64)
     tier = np.asarray(plan.tiers[node], dtype=np.int64)
     added = np.asarray(plan.added.get(node, ()), dtype=np.int64)
@@ -263,10 +280,38 @@ def manifest_bytes(node: str, plan: SitePlan, schedule, catalog: Catalog,
     keep = source >= 0  # deferred additions are left out
     objs, tier, source, waves = objs[keep], tier[keep], source[keep], waves[keep]
 
+    urls, upstream = _addresses(node, topology)
+    named = [names[i] for i in
+             np.flatnonzero(np.bincount(source, minlength=len(names))).tolist()]
+    sources = {}
+    for name in [*named, *upstream]:
+        if name not in urls:
+            raise ValueError(f"plan of {plan.site}: {node}: source {name!r} is not a node "
+                             "of the topology")
+        sources[name] = urls[name]
+
     head = (f'{{"appliance":{_json(node)},"delete":{_json(list(plan.deleted.get(node, ())))},'
             f'"generated":{_json(_number(generated))},"objects":[\n').encode()
     body = _object_lines(catalog, objs, tier, source, waves, names)
-    return head + body + b"]}\n"
+    tail = f'],"sources":{_json(sources)},"upstream":{_json(upstream)}}}\n'.encode()
+    return head + body + tail
+
+
+def _addresses(node: str, topology: Topology) -> tuple[dict[str, str], list[str]]:
+    """(the URL of every node of *topology*, *node*'s upstream: its site's backbone node
+    if the site has one, then the origin; a backbone node's is the origin alone)."""
+    urls = {topology.origin: topology.origin_url}
+    urls.update((b.name, b.url) for b in topology.backbone)
+    upstream = [topology.origin] if node in urls and node != topology.origin else None
+    for site in topology.sites:
+        for a in site.appliances:
+            urls[a.name] = a.url
+            if a.name == node:
+                upstream = [topology.origin] if site.upstream is None else \
+                    [site.upstream, topology.origin]
+    if upstream is None:
+        raise ValueError(f"{node}: not an appliance or a backbone node of the topology")
+    return urls, upstream
 
 
 def _sources(node: str, objs: np.ndarray, schedule) -> tuple[list[str], np.ndarray,
@@ -389,7 +434,7 @@ def _catalog_buffers(catalog: Catalog) -> tuple[tuple[bytes, np.ndarray], ...]:
 
 
 def _json(v) -> str:
-    return json.dumps(v, separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
 
 
 def _number(x: float) -> int | float:

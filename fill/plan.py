@@ -137,7 +137,8 @@ def _last_step(fx: _Fixed, k: int, plan: SitePlan, st: SiteTransfers, taken: np.
     site = fleet.topology.sites[k]
     for a in site.appliances:
         if a.name in plan.holdings:
-            emit(a.name, manifest_bytes(a.name, plan, view, fx.catalog, fx.now))
+            emit(a.name, manifest_bytes(a.name, plan, view, fx.catalog, fx.now,
+                                        fleet.topology))
     entry, weight = site_figures(site, plan, table.source, table.size, deferred,
                                  Sizes(fx.catalog), len(fleet.topology.backbone))
     return _SiteFigures(entry, weight, int(table.size[table.source == 0].sum()),
@@ -434,7 +435,7 @@ def _backbone_out(fx: _Fixed, bb_plans: list[SitePlan], out: Path) -> dict[str, 
     figures = {}
     for plan in bb_plans:
         write_manifest(out, plan.site, manifest_bytes(plan.site, plan, view, fx.catalog,
-                                                      fx.now))
+                                                      fx.now, fleet.topology))
         part = table.to(plan.site)
         figures[plan.site] = node_figures(plan, [plan.site], part.source, part.size,
                                           deferred, sizes, n_bb, ("origin",))

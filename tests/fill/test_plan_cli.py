@@ -121,6 +121,75 @@ def test_same_inputs_give_byte_identical_manifests_and_no_churn(inputs, tmp_path
     assert totals["added"]["objects"] == 0 and totals["deleted"]["objects"] == 0
 
 
+def test_manifests_carry_the_urls_of_their_sources_and_their_upstream(tmp_path):
+    """Each manifest gives the URL of every node it names (its sources and its upstream,
+    from the topology) and its upstream: a site appliance's site's backbone node then the
+    origin, or the origin alone when the site has none; a backbone node's, the origin."""
+    inputs = make_inputs(tmp_path / "in", objects=300, sites=2, appliances=2)
+    topo = json.loads(inputs["topology"].read_text())
+    topo["sites"][1]["upstream"] = None  # fills from the origin, over bb1's links
+    for s in topo["sites"]:
+        for a in s["appliances"]:
+            a["serve_gbps"] = 1e-6  # hot objects on both appliances: peer copies
+    inputs["topology"].write_text(json.dumps(topo))
+    urls = {topo["origin"]["name"]: topo["origin"]["url"]}
+    urls.update((b["name"], b["url"]) for b in topo["backbone"])
+    urls.update((a["name"], a["url"]) for s in topo["sites"] for a in s["appliances"])
+    upstream = {"bb1": ["origin"], "s0a0": ["bb1", "origin"], "s0a1": ["bb1", "origin"],
+                "s1a0": ["origin"], "s1a1": ["origin"]}
+    # The first night twice (the same bytes), and a second night on top of it: what a
+    # node keeps has itself as source.
+    assert plan_cli(inputs, tmp_path / "a").returncode == 0
+    assert plan_cli(inputs, tmp_path / "b", "--processes", "1").returncode == 0
+    assert manifests(tmp_path / "b") == manifests(tmp_path / "a")
+    assert plan_cli(inputs, tmp_path / "c", "--previous", str(tmp_path / "a")).returncode == 0
+    named = set()
+    for night in ("a", "c"):
+        got = manifests(tmp_path / night)
+        assert set(got) == {f"{n}.json" for n in upstream}
+        for data in got.values():
+            m = json.loads(data)
+            node = m["appliance"]
+            assert m["upstream"] == upstream[node]
+            sources = {o["source"] for o in m["objects"]}
+            assert m["sources"] == {n: urls[n] for n in sorted(sources | set(m["upstream"]))}
+            # Canonical: the last line, keys sorted.
+            assert data.endswith(b"\n]," + json.dumps(
+                {"sources": m["sources"], "upstream": m["upstream"]}, sort_keys=True,
+                separators=(",", ":")).encode()[1:] + b"\n")
+            named |= {(node, s) for s in sources}
+    # The plans named peers, the backbone node, the origin and the nodes themselves; the
+    # site without a backbone node never bb1.
+    assert {("s0a1", "s0a0"), ("s1a1", "s1a0"), ("s0a0", "bb1"), ("s1a0", "origin"),
+            ("bb1", "origin"), ("s0a0", "s0a0"), ("bb1", "bb1")} <= named
+    assert not {(n, "bb1") for n in ("s1a0", "s1a1")} & named
+
+
+def test_previous_reads_manifests_with_and_without_sources(inputs, tmp_path):
+    """--previous takes last night's manifests whether they carry `sources` and
+    `upstream` or were written before them (a folder of both): the same plan."""
+    assert plan_cli(inputs, tmp_path / "night1").returncode == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for k, (name, data) in enumerate(manifests(tmp_path / "night1").items()):
+        if k % 2 == 0 or name == "bb1.json":
+            rest, _, tail = data[:-1].rpartition(b"\n")
+            assert tail.startswith(b'],"sources":{')
+            data = rest + b"\n]}\n"  # as older plans wrote it
+        (mixed / name).write_bytes(data)
+    old = [n for n, d in manifests(mixed).items() if d.endswith(b"\n]}\n")]
+    assert "bb1.json" in old and 1 < len(old) < len(manifests(mixed))
+    results = []
+    for previous in ("night1", "mixed"):
+        r = plan_cli(inputs, tmp_path / f"after-{previous}", "--previous",
+                     str(tmp_path / previous), "--json")
+        assert r.returncode == 0, r.stderr
+        results.append(json.loads(r.stdout)["totals"])
+    assert results[0] == results[1]
+    assert results[1]["added"]["objects"] == 0 and results[1]["deleted"]["objects"] == 0
+    assert manifests(tmp_path / "after-mixed") == manifests(tmp_path / "after-night1")
+
+
 def test_dask_cluster_gives_the_same_manifests(inputs, tmp_path):
     common = dict(catalog=inputs["catalog"], logs=inputs["logs"],
                   topology=inputs["topology"], now=NOW)
@@ -205,7 +274,7 @@ def composed(inputs: dict, out: Path, now: float, previous: Path | None) -> dict
     site_plans = [place(s) for s in topo.sites]
     bb_plans = [place(s) for s in backbone_sites(topo)]
     sched = schedule(site_plans, bb_plans, topo, catalog, prev)
-    write_manifests(out, site_plans, bb_plans, sched, catalog, now)
+    write_manifests(out, site_plans, bb_plans, sched, catalog, now, topo)
     return summarize(site_plans, bb_plans, sched, topo, catalog, {
         "lines": demand.lines, "malformed": demand.malformed,
         "unknown_objects": demand.unknown_objects})
