@@ -67,7 +67,8 @@ class Response:
     """A response decided in Python: the first *head_len* bytes of *head* are the head
     (the rest a short body), then *count* bytes of *entry*'s file from *offset*, then each
     of *parts* ``(part_head, offset, count)`` from the same file (multipart/byteranges).
-    *method*, *oid*, *range* and *path* are what its access-log line names."""
+    *method*, *oid*, *range* and *path* are what its access-log line names; *scope*
+    (set after construction) the request token's scope when not ``viewer``."""
 
     status: int
     head: bytes
@@ -81,6 +82,7 @@ class Response:
     oid: str | None
     range: str | None
     path: str | None
+    scope: str | None  # "fill" for a fill-scope token's request; None otherwise
     t0: float  # set by the loop: when the request's first byte was read
     def __init__(self, status: int, head: bytes, entry: Entry | None = None, offset: int = 0,
                  count: int = 0, parts: list[tuple[bytes, int, int]] | None = None,
@@ -120,10 +122,11 @@ class LogSink(Protocol):
     def flush(self) -> None: ...
     def log(self, ts: float, method: str, object_id: str | None, status: int,
             body_bytes: int, range_header: str | None, client: str, dur_ms: float,
-            tier: str | None, path: str | None = None) -> None: ...
+            tier: str | None, path: str | None = None,
+            scope: str | None = None) -> None: ...
     def log_object(self, ts: float, prefix: str, status: int, body_bytes: int,
                    range_header: str | None, client_json: str, dur_ms: float,
-                   tier_json: str) -> None: ...
+                   tier_json: str, scope: str | None = None) -> None: ...
 
 class ObjectTable(Protocol):
     entries: EntryTable

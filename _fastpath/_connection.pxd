@@ -44,6 +44,7 @@ cdef class Response:
     cdef public bint keep_alive
     cdef public Py_ssize_t head_len
     cdef public str method, oid, range, path
+    cdef public str scope               # the token's scope when not viewer ("fill")
     cdef public double t0
     cdef long long sent                 # of the current segment
     cdef long long done                 # of the segments before it

@@ -1345,11 +1345,11 @@ cdef class Connection:
             log.log_object(clock_seconds(CLOCK_REALTIME),
                            entry.log_get if method == "GET" else entry.log_head,
                            resp.status, body, resp.range, self.client_json, dur * 1000.0,
-                           entry.log_tier)
+                           entry.log_tier, resp.scope)
             return 0
         log.log(clock_seconds(CLOCK_REALTIME), method, resp.oid, resp.status, body,
                 resp.range, self.client, dur * 1000.0, None if entry is None else entry.tier,
-                resp.path)
+                resp.path, resp.scope)
         return 0
 
     cdef int reject(self, int status) except -1:

@@ -150,7 +150,7 @@ class Response:
     each of *parts*, ``(part_head, offset, count)``, in order (multipart/byteranges)."""
 
     __slots__ = ("status", "head", "entry", "offset", "count", "parts", "keep_alive",
-                 "head_len", "method", "oid", "range", "path", "t0",
+                 "head_len", "method", "oid", "range", "path", "scope", "t0",
                  "sent", "done", "part", "aborted")
 
     def __init__(self, status: int, head: bytes, entry: Entry | None = None, offset: int = 0,
@@ -169,6 +169,7 @@ class Response:
         self.oid = oid
         self.range = range
         self.path = path
+        self.scope = None  # the token's scope when not viewer ("fill"): logged
         self.t0 = 0.0
         self.sent = 0  # of the current segment (its head, then its file bytes)
         self.done = 0  # bytes of the segments before it
@@ -642,10 +643,10 @@ class Connection:
         if entry is not None and (method == "GET" or method == "HEAD"):
             log.log_object(_time(), entry.log_get if method == "GET" else entry.log_head,
                            resp.status, body, resp.range, self.client_json, dur * 1000.0,
-                           entry.log_tier)
+                           entry.log_tier, resp.scope)
             return
         log.log(_time(), method, resp.oid, resp.status, body, resp.range, self.client,
-                dur * 1000.0, tier, resp.path)
+                dur * 1000.0, tier, resp.path, resp.scope)
 
     def reject(self, status: int) -> None:
         """Answer a malformed request with *status* and close, whatever is queued."""

@@ -126,14 +126,15 @@ class AccessLog:
 
     def log(self, ts: float, method: str, object_id: str | None, status: int, body_bytes: int,
             range_header: str | None, client: str, dur_ms: float, tier: str | None,
-            path: str | None = None) -> None:
+            path: str | None = None, scope: str | None = None) -> None:
         """Buffer the line of one response.
 
         *ts* is the epoch second the response ended; *object_id* a valid object id, or None
         when the URL named none (then *path*, the raw request target, is logged instead);
         *range_header* the Range header as received or None; *client* the peer's IP
         address; *dur_ms* the time taken in milliseconds; *tier* the tier that served the
-        body or None.
+        body or None; *scope* the scope of the request's token when not ``viewer``
+        (``fill``: a copy, left out of popularity), else None (no field).
         """
         if not self.ms_start <= ts < self.ms_end:
             self.set_millisecond(ts)
@@ -147,14 +148,14 @@ class AccessLog:
             f'{self.line_head}{_method_json(method) or _json_str(method[:MAX_METHOD_CHARS])}'
             f',"object":{obj},"status":{status},"bytes":{body_bytes},"range":{rng},'
             f'"client":{_json_str(client)},"dur_ms":{dur_ms:.3f},'
-            f'"tier":{_tier_json(tier) or json.dumps(tier)}}}\n'
+            f'"tier":{_tier_json(tier) or json.dumps(tier)}{_scope_json(scope)}}}\n'
         )
         if len(buf) >= MAX_BUFFERED_LINES:
             self.flush()
 
     def log_object(self, ts: float, prefix: str, status: int, body_bytes: int,
                    range_header: str | None, client_json: str, dur_ms: float,
-                   tier_json: str) -> None:
+                   tier_json: str, scope: str | None = None) -> None:
         """:meth:`log` for an object request, from fragments rendered once per object and
         per connection (:func:`object_prefix`, :func:`json_str`): the hot path."""
         if not self.ms_start <= ts < self.ms_end:
@@ -163,7 +164,8 @@ class AccessLog:
         buf = self.lines
         buf.append(
             f'{self.line_head}{prefix},"status":{status},"bytes":{body_bytes},"range":{rng},'
-            f'"client":{client_json},"dur_ms":{dur_ms:.3f},"tier":{tier_json}}}\n')
+            f'"client":{client_json},"dur_ms":{dur_ms:.3f},"tier":{tier_json}'
+            f'{_scope_json(scope)}}}\n')
         if len(buf) >= MAX_BUFFERED_LINES:
             self.flush()
 
@@ -265,3 +267,8 @@ class AccessLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _scope_json(scope: str | None) -> str:
+    """The ``scope`` field of a line (DESIGN.md: only for a scope other than viewer)."""
+    return "" if scope is None else f',"scope":{_json_str(scope)}'

@@ -61,6 +61,8 @@ def prepare(config: Config) -> Prepared:
             log.warning("disk %s not served: %s", disk, reason)
     if config.auth.key_file:
         load_key(config.auth.key_file)
+    if config.auth.fill_key_file:
+        load_key(config.auth.fill_key_file)
     AccessLog(config.server.access_log, config.server.name).close()
     host, port = config.server.listen
     reservation = _bind(config, host, port, "server.listen", listen=False)

@@ -87,7 +87,9 @@ class Worker:
         gc.freeze()
         access_log = AccessLog(cfg.server.access_log, cfg.server.name)
         tokens = TokenChecker(load_key(cfg.auth.key_file)) if cfg.auth.key_file else None
-        self.handler = Handler(objects, cfg, self.metrics, access_log, tokens)
+        fill_tokens = (TokenChecker(load_key(cfg.auth.fill_key_file), "fill")
+                       if cfg.auth.fill_key_file else None)
+        self.handler = Handler(objects, cfg, self.metrics, access_log, tokens, fill_tokens)
         host, port = cfg.server.listen
         sock = listen_socket(host, port)
         self.server = WorkerServer(loop, sock, self.handler, objects, cfg)

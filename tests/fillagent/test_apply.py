@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from oca.digest import digest_bytes
+from oca.http.auth import Signer, load_key
 from tests.conftest import OCA_BIN
 from tests.fillagent.conftest import OBJECTS, manifest, target
 from tests.http.conftest import start_server, wait_for
@@ -295,3 +297,39 @@ def test_a_fill_killed_mid_object_resumes_with_range(tmp_path, origin):
     ranges = wait_for(lambda: [x["range"] for x in origin.log_lines()
                                if x["object"] == "a.mp4" and x["status"] == 206] or None)
     assert f"bytes={got}-" in ranges
+
+
+def test_fill_requests_carry_a_fill_token_and_are_logged_as_such(tmp_path):
+    """A source with viewer auth on and [auth] fill_key_file: the agent's requests carry
+    fill-scope tokens, are served, and their log lines say "scope": "fill"; a viewer's
+    token is not good as a fill token, nor the other way round."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "url.key").write_text("v" * 64 + "\n")
+    (keys / "fill.key").write_text("f" * 64 + "\n")
+    auth = f'[auth]\nkey_file = "{keys / "url.key"}"\nfill_key_file = "{keys / "fill.key"}"\n'
+    src = start_server(tmp_path / "src", extra=auth,
+                       objects={"b.mp4": (OBJECTS["b.mp4"], "ssd")})
+    try:
+        app = target(tmp_path / "a1", extra=f'[auth]\nfill_key_file = "{keys / "fill.key"}"')
+        mf = manifest(tmp_path / "a1.json", [("b.mp4", "flash", "src", 0)],
+                      sources={"src": src.base}, upstream=[])
+        r = app.oca("fill", "apply", str(mf), "--json")
+        assert r.returncode == 0, r.stderr
+        assert held(app) == want(("b.mp4", "flash"))
+        lines = wait_for(lambda: [x for x in src.log_lines() if x["object"] == "b.mp4"] or None)
+        assert [(x["status"], x.get("scope")) for x in lines] == [(200, "fill")]
+        # Scopes do not mix.
+        expires = int(time.time()) + 600
+        fill_token = Signer(load_key(keys / "fill.key"), scope="fill").token("b.mp4", expires)
+        viewer_token = Signer(load_key(keys / "url.key")).token("b.mp4", expires)
+        wrong = Signer(load_key(keys / "url.key"), scope="fill").token("b.mp4", expires)
+        assert src.request("GET", f"/o/b.mp4?t={viewer_token}")[0] == 200
+        assert src.request("GET", f"/o/b.mp4?t={fill_token}")[0] == 200
+        assert src.request("GET", f"/o/b.mp4?t={wrong}")[0] == 403
+        assert src.request("GET", "/o/b.mp4")[0] == 403
+        scopes = wait_for(lambda: (lambda s: s if len(s) == 5 else None)(
+            [(x["status"], x.get("scope")) for x in src.log_lines() if x["object"] == "b.mp4"]))
+        assert scopes == [(200, "fill"), (200, None), (200, "fill"), (403, None), (403, None)]
+    finally:
+        src.stop()
