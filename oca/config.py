@@ -82,6 +82,7 @@ class FillConfig:
     window: tuple[int, int] | None = None  # minutes after local midnight: start, end
     max_rate: float = 0.0  # bits per second for the whole appliance; 0: no limit
     parallel: int = 4  # transfers at once
+    poll_interval: float = 300.0  # seconds between looks at the manifest in the window
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,14 @@ def _fill(file: Path, raw: Any) -> FillConfig:
             kw["max_rate"] = parse_rate(rate)
         except ValueError as e:
             s.fail(str(e), "max_rate")
+    poll = s.get("poll_interval", (str, int, float))
+    if poll is not None:
+        try:
+            kw["poll_interval"] = parse_duration(poll)
+        except ValueError as e:
+            s.fail(str(e), "poll_interval")
+        if not 0.1 <= kw["poll_interval"] <= 86400:
+            s.fail(f"must be between 0.1s and 1d, not {poll!r}", "poll_interval")
     parallel = s.get("parallel", int)
     if parallel is not None:
         if not 1 <= parallel <= 256:

@@ -193,10 +193,29 @@ def _server_status(config: Config) -> dict:
     return st
 
 
+def _fill_line(fill: dict | None) -> str:
+    """``oca status``'s line on the running or last fill."""
+    if fill is None:
+        return "fill: none yet"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(fill["started"]))
+    s = fill.get("summary")
+    if fill["state"] == "running":
+        return f"fill: running since {when} (pid {fill['pid']}), manifest {fill['manifest']}"
+    if s is None:
+        return f"fill: {fill['state']} at {when}: {fill.get('error', 'no summary')}"
+    return (f"fill: {fill['state']} at {when}: added {s['added']}, moved {s['moved']}, "
+            f"deleted {s['deleted']}, failed {len(s['failed'])}"
+            + (f", not started {s['not_started']}" if s["not_started"] else "")
+            + f", {format_size(sum(s['bytes_by_source'].values()))} in {s['seconds']:.0f} s")
+
+
 def cmd_status(args) -> int:
+    from ..fill import state as fill_state
+
     with _open(args) as store:
         st = store.status()
         st["server"] = _server_status(store.config)
+        st["fill"] = fill_state.read(store.config)
     if args.json:
         _print_json(st)
         return EXIT_OK
@@ -207,6 +226,7 @@ def cmd_status(args) -> int:
     else:
         print(f"server: not running (fastpath available: {srv['fastpath']})")
     print(f"index {st['index']}: {st['objects']} objects, {st['quarantined']} quarantined")
+    print(_fill_line(st["fill"]))
     print(f"{'TIER':6} {'DISKS':>6} {'HEALTHY':>7} {'OBJECTS':>8} {'USED':>8} {'CAPACITY':>8}")
     for tier, t in st["tiers"].items():
         if t["disks"]:
@@ -333,7 +353,7 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_fill_apply(args) -> int:
     from ..fill import manifest as fill_manifest
-    from ..fill.agent import Agent
+    from ..fill.agent import Agent, run_recorded
     from ..units import format_rate, parse_rate
 
     config = _config(args)
@@ -374,7 +394,8 @@ def cmd_fill_apply(args) -> int:
               f"deletes {format_size(plan['delete_bytes'])}, keeps {plan['keeps']} objects "
               "(dry run: nothing changed)")
         return EXIT_OK
-    summary = agent.run()
+    summary = run_recorded(config, manifest, parallel=parallel, rate=rate,
+                           peer_wait=peer_wait, progress=not args.json)
     if args.json:
         _print_json(summary.as_dict())
     else:
@@ -391,6 +412,22 @@ def cmd_fill_apply(args) -> int:
         for oid, why in summary.failed.items():
             print(f"failed {oid}: {why}", file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_ERROR
+
+
+def cmd_fill_status(args) -> int:
+    from ..fill import state as fill_state
+
+    fill = fill_state.read(_config(args))
+    if args.json:
+        _print_json(fill)
+        return EXIT_OK
+    print(_fill_line(fill))
+    s = (fill or {}).get("summary") or {}
+    for source, n in s.get("bytes_by_source", {}).items():
+        print(f"  {format_size(n)} from {source}")
+    for oid, why in s.get("failed", {}).items():
+        print(f"  failed {oid}: {why}")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -475,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true",
                     help="print the adds by source and tier, moves, deletes; change nothing")
     sp.add_argument("--json", action="store_true", help="the summary (or the plan) as JSON")
+    sp = add("status", cmd_fill_status, "the running or last fill: state, result, bytes by "
+             "source, failures", parent=fill_sub)
+    sp.add_argument("--json", action="store_true")
     sp = add("sign", cmd_sign, "print a signed viewer URL for object ID ([auth] key_file)")
     sp.add_argument("id")
     sp.add_argument("--ttl", default="1h", help="how long the URL is good (default: 1h)")

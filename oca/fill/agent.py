@@ -17,6 +17,7 @@ next source at once and that source is not asked for that object again in this r
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -378,3 +379,33 @@ class Agent:
         if limit is not None:
             delay = max(min(delay, limit), 0.0)
         time.sleep(delay)
+
+
+def run_recorded(config: Config, manifest: Manifest, on_agent=None, **options) -> Summary:
+    """Run an :class:`Agent` over *manifest* (*options*: its keyword arguments) and keep
+    the fill's state file (``state``) up to date: running while it runs, then its
+    summary. *on_agent(agent)* is called before the run (the role's SIGTERM watch)."""
+    from . import state  # noqa: PLC0415 - a small module, only here
+
+    before = state.read(config) or {}
+    record = {"state": "running", "manifest": manifest.where,
+              "generated": manifest.generated, "started": time.time(), "finished": None,
+              "pid": os.getpid(), "summary": None,
+              "applied_generated": before.get("applied_generated")}
+    state.write(config, record)
+    agent = Agent(config, manifest, **options)
+    if on_agent is not None:
+        on_agent(agent)
+    try:
+        summary = agent.run()
+    except BaseException as e:
+        state.write(config, {**record, "state": "failed", "finished": time.time(),
+                             "error": str(e) or type(e).__name__})
+        raise
+    record.update(state="done" if summary.ok else "failed", finished=time.time(),
+                  summary=summary.as_dict())
+    if summary.ok:
+        record["applied_generated"] = max(manifest.generated,
+                                          record["applied_generated"] or 0.0)
+    state.write(config, record)
+    return summary

@@ -19,6 +19,7 @@ import _fastpath
 
 from .. import __version__
 from ..config import Config
+from ..fill.role import FillRole
 from ..http.metrics import MetricsArea
 from .admin import AdminListener
 from .checks import Prepared, prepare, raise_fd_limit
@@ -57,7 +58,8 @@ class Daemon:
                  after_exit=self.metrics.retire,
                  forward=(signal.SIGHUP,),
                  stop_timeout=cfg.server.shutdown_timeout + 5),
-        ]
+        ] + ([Role("fill", lambda slot: FillRole(cfg).run(), stop_timeout=15.0)]
+             if cfg.fill.manifest_url else [])
 
     def status(self) -> dict:
         cfg = self.config.server
@@ -67,6 +69,7 @@ class Daemon:
             "admin_listen": "{}:{}".format(*cfg.admin_listen),
             "workers": sorted(self.supervisor.pids("worker")),
             "watcher": sorted(self.supervisor.pids("watcher")),
+            "fill": sorted(self.supervisor.pids("fill")),
             "worker_count": cfg.worker_count,
             "fastpath": _fastpath.IMPLEMENTATION,
             "draining": self.drain.draining, "drain_deadline": self.drain.deadline,
