@@ -12,8 +12,9 @@ DEMO_DIR ?= demo
 # that fill up, turn read-only, fail with EIO or vanish; curl for end-to-end checks;
 # libfuse2 (libfuse.so.2, which fusepy loads) and fuse (fusermount) for tests/hangfs.py,
 # a disk that hangs or fails on demand; node-llhttp for the C sources of llhttp, the parser
-# the compiled connection loop calls (setup.py builds them in).
-APT_PACKAGES := e2fsprogs util-linux mount curl libfuse2 fuse node-llhttp
+# the compiled connection loop calls (setup.py builds them in); nginx as a fill origin
+# that is not oca (tests/fillagent/test_fleet.py).
+APT_PACKAGES := e2fsprogs util-linux mount curl libfuse2 fuse node-llhttp nginx
 
 # Debian packages `make bench-serve` adds: the peer server and the load generator.
 # (On Debian 12 nginx-light is only a transitional package that pulls in nginx.)

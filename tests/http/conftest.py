@@ -102,10 +102,10 @@ class Server:
 def start_server(root: Path, fastpath: str = "cython", workers: int = 1, server_extra: str = "",
                  extra: str = "", objects: dict[str, tuple[bytes, str]] | None = None,
                  layout: dict | None = None, disk_paths: dict | None = None,
-                 store_extra: str = "") -> Server:
+                 store_extra: str = "", name: str = "test1") -> Server:
     """Build an appliance under *root* (*disk_paths*: tier -> existing folders to use as
     its disks), store *objects* (id -> (bytes, tier)), start `oca serve` and wait until
-    /health answers. *store_extra* adds keys to ``[store]``."""
+    /health answers. *store_extra* adds keys to ``[store]``; *name* is ``[server] name``."""
     root.mkdir(parents=True, exist_ok=True)
     app = make_appliance(root, layout or {"ssd": ["64M"], "flash": ["64M"], "hdd": ["128M"]},
                          disk_paths=disk_paths)
@@ -113,7 +113,7 @@ def start_server(root: Path, fastpath: str = "cython", workers: int = 1, server_
     access_log = root / "log" / "access.jsonl"
     server_section = (
         f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{admin_port}"\n'
-        f'workers = {workers}\naccess_log = "{access_log}"\nname = "test1"\n{server_extra}\n'
+        f'workers = {workers}\naccess_log = "{access_log}"\nname = "{name}"\n{server_extra}\n'
     )
     entries = [(p, tier, cap) for tier, caps in (layout or {"ssd": ["64M"], "flash": ["64M"],
                                                            "hdd": ["128M"]}).items()
