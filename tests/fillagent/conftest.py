@@ -29,6 +29,9 @@ OBJECTS = {  # id -> bytes, the catalog of these tests
     "k.mp4": data(4, 512 << 10),
     "m.mp4": data(5, 700 << 10),
     "d.mp4": data(6, 300 << 10),
+    # Larger than what loopback sockets buffer: a source killed mid-transfer has not
+    # handed it all to the kernel yet.
+    "big.mp4": data(8, 24 * MiB),
 }
 
 

@@ -333,3 +333,71 @@ def test_fill_requests_carry_a_fill_token_and_are_logged_as_such(tmp_path):
         assert scopes == [(200, "fill"), (200, None), (200, "fill"), (403, None), (403, None)]
     finally:
         src.stop()
+
+
+@pytest.mark.parametrize(("peer_gets_it", "wait"), [(True, "30s"), (False, "1s")])
+def test_a_peer_of_a_later_wave_is_waited_for_then_passed_over(tmp_path, origin,
+                                                              peer_gets_it, wait):
+    """b.mp4 comes from a peer in wave 1: the peer does not hold it yet (404). The agent
+    asks it with HEAD and backoff: once the peer has it, from the peer; if it has not
+    within --peer-wait, from the origin."""
+    peer = start_server(tmp_path / "peer", name="a2")
+    try:
+        app = target(tmp_path / "a1")
+        mf = manifest(tmp_path / "a1.json", [("b.mp4", "ssd", "a2", 1)],
+                      sources={"a2": peer.base, "origin": origin.base}, upstream=["origin"])
+        proc = subprocess.Popen([str(OCA_BIN), "-c", str(app.config_path), "fill", "apply",
+                                 str(mf), "--json", "--peer-wait", wait],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if peer_gets_it:
+            # The peer's own fill brings it in meanwhile: once the agent has asked.
+            wait_for(lambda: any(x["object"] == "b.mp4" for x in peer.log_lines()),
+                     timeout=10)
+            peer.put("b.mp4", OBJECTS["b.mp4"])
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        s = json.loads(out)
+        source = "a2" if peer_gets_it else "origin"
+        assert s["bytes_by_source"] == {source: len(OBJECTS["b.mp4"])}
+        assert held(app) == want(("b.mp4", "ssd"))
+        if not peer_gets_it:
+            assert [(x["source"], "404" in x["reason"]) for x in s["refused"]] == \
+                [("a2", True)]
+    finally:
+        peer.stop()
+
+
+def test_a_source_killed_mid_transfer_is_replaced_by_the_next(tmp_path, origin):
+    """The source dies while big.mp4 comes in (slowly: --rate): the agent tries it again,
+    then goes on with the origin from the bytes it has (Range), and commits the object
+    whole and verified."""
+    src = start_server(tmp_path / "src", name="bb2",
+                       objects={"big.mp4": (OBJECTS["big.mp4"], "ssd")})
+    try:
+        app = target(tmp_path / "a1")
+        mf = manifest(tmp_path / "a1.json", [("big.mp4", "hdd", "bb2", 0)],
+                      sources={"bb2": src.base, "origin": origin.base},
+                      upstream=["bb2", "origin"])
+        proc = subprocess.Popen([str(OCA_BIN), "-c", str(app.config_path), "fill", "apply",
+                                 str(mf), "--json", "--rate", "48M"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(p.stat().st_size >= 1 << 20 for d in app.disks["hdd"]
+                             for p in (Path(d) / "tmp").glob("big.mp4.*")), timeout=20)
+        pids = src.worker_pids() + [src.proc.pid]
+        for pid in pids:  # the whole server at once, workers first: no graceful close
+            os.kill(pid, signal.SIGKILL)
+        src.proc.wait()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        s = json.loads(out)
+        got = s["bytes_by_source"]
+        assert set(got) == {"bb2", "origin"} and got["bb2"] + got["origin"] == \
+            len(OBJECTS["big.mp4"])
+        assert held(app) == want(("big.mp4", "hdd"))
+        assert content(app, "big.mp4") == OBJECTS["big.mp4"]
+        assert leftovers(app) == []
+        ranges = wait_for(lambda: [x["range"] for x in origin.log_lines()
+                                   if x["object"] == "big.mp4" and x["status"] == 206] or None)
+        assert f"bytes={got['bb2']}-" in ranges
+    finally:
+        src.stop()
