@@ -11,8 +11,12 @@ objects). ~1 CPU-second per million lines; docs/fill-inputs.md has the measureme
 What counts (docs/fill-inputs.md has the full rules):
 
 * a line is **malformed** when it is not a JSON object or lacks a numeric ``ts``, a whole
-  ``status`` or a whole non-negative ``bytes``, or has a non-string ``object``. It is
-  counted and skipped; one warning names how many and the first one.
+  ``status`` or a whole non-negative ``bytes``, or has a non-string ``object`` or
+  ``scope``. It is counted and skipped; one warning names how many and the first one.
+* ``scope`` ``"fill"``: a copy of the object to another appliance during the nightly fill,
+  not a view. Counted in ``fill_lines`` and ``fill_bytes`` (its body ``bytes``) and
+  nothing else: no demand, no time span, whatever its object or status. ``scope`` absent,
+  null or any other string (``"viewer"``) is a viewer's request.
 * ``object`` null or absent (a URL that named no object), or not in the catalog
   (``unknown_objects``): no demand.
 * by status: 200 and 206 are demand with their body bytes; 302, 404 and 503 (the viewer
@@ -47,8 +51,8 @@ from isal import isal_zlib
 from .errors import InputError
 from .model import FLEET, Catalog, Demand, Topology
 
-__all__ = ["read_demand", "FIRST_DAY", "BLOCK_BYTES", "BODY_STATUSES", "WANTED_STATUSES",
-           "NOT_MODIFIED"]
+__all__ = ["read_demand", "LogDemand", "FIRST_DAY", "BLOCK_BYTES", "BODY_STATUSES",
+           "WANTED_STATUSES", "NOT_MODIFIED", "FILL_SCOPE"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,8 @@ FIRST_DAY = 86400.0
 BODY_STATUSES = (200, 206)
 WANTED_STATUSES = (302, 404, 503)
 NOT_MODIFIED = 304
+FILL_SCOPE = "fill"
+"""The ``scope`` of fill traffic's lines (DESIGN.md, access log): copies, not views."""
 
 # Compressed bytes read at a time from a .gz file, and uncompressed bytes inflated at a
 # time. A read inflates to less than a piece (logs compress ~6:1), so each call takes all
@@ -73,7 +79,11 @@ _INFLATE_PIECE = 4 << 20
 _PEEK = 1 << 20  # bytes looked at to find a block's last newline
 _GZIP_MAGIC = b"\x1f\x8b"
 _SCHEMA = {"ts": pl.Float64, "appliance": pl.String, "object": pl.String,
-           "status": pl.Int64, "bytes": pl.Int64, "range": pl.String}
+           "status": pl.Int64, "bytes": pl.Int64, "range": pl.String, "scope": pl.String}
+# polars writes a value that is not a string into a String column as its JSON text (5 ->
+# "5", true -> "true", [1] -> "[1]"), where json.loads sees a number, a bool, a list. A
+# scope that could be such a text is read again with json to tell which it was.
+_NOT_A_STRING = r"^(?:true|false|[-0-9\[{])"
 _PIECE_LINES = 2048  # a block that fails to parse is retried in pieces of this many lines
 _RANGE_RE = r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$"  # one range; a list does not match
 _INT64 = 1 << 63
@@ -83,14 +93,15 @@ _COPY_ROWS = 1 << 20  # rows of sums copied out into Demand at a time
 
 def read_demand(paths: Iterable[str | os.PathLike], catalog: Catalog, topology: Topology,
                 now: float, half_life: float, recent_half_life: float,
-                on_bytes: Callable[[int], None] | None = None) -> Demand:
+                on_bytes: Callable[[int], None] | None = None) -> LogDemand:
     """Stream the access logs at *paths* into decayed demand per (site, object).
 
     ``Demand.sites`` is the topology's sites in order, then model.FLEET; rows are sorted
-    by (site, object). *half_life* and *recent_half_life* are in seconds. *on_bytes*
-    is called with the number of file bytes (compressed, for gzip) consumed since its
-    previous call, for a progress bar. Raises InputError when a file cannot be opened;
-    a damaged gzip stream is a warning and the rest of that file is skipped.
+    by (site, object). Lines of fill traffic are no demand: they are counted in
+    ``fill_lines`` and ``fill_bytes``. *half_life* and *recent_half_life* are in seconds.
+    *on_bytes* is called with the number of file bytes (compressed, for gzip) consumed
+    since its previous call, for a progress bar. Raises InputError when a file cannot be
+    opened; a damaged gzip stream is a warning and the rest of that file is skipped.
     """
     if not (half_life > 0 and recent_half_life > 0):
         raise ValueError("half_life and recent_half_life must be greater than zero")
@@ -129,6 +140,9 @@ def read_demand(paths: Iterable[str | os.PathLike], catalog: Catalog, topology: 
                     seen.malformed, seen.lines, seen.first_malformed)
     if seen.unknown_objects:
         log.info("%d access-log lines name objects not in the catalog", seen.unknown_objects)
+    if seen.fill_lines:
+        log.info("%d access-log lines of fill traffic (%d bytes) left out of demand",
+                 seen.fill_lines, seen.fill_bytes)
     return sums.demand(sites, seen)
 
 
@@ -140,7 +154,19 @@ class _Seen:
     malformed: int = 0
     unknown_objects: int = 0
     ignored_status: int = 0
+    fill_lines: int = 0
+    fill_bytes: int = 0
     first_malformed: str = ""
+
+
+@dataclass
+class LogDemand(Demand):
+    """Demand as read from access logs, and the fill traffic they showed besides: valid
+    lines of ``scope`` ``"fill"`` (copies between appliances, not views; in no other
+    figure but ``lines``) and the body bytes they sent."""
+
+    fill_lines: int = 0
+    fill_bytes: int = 0
 
 
 @dataclass
@@ -343,7 +369,7 @@ def _parse(data: bytes) -> pl.DataFrame:
     ts is null. Fast path: polars over the whole block. A block it rejects (one bad line
     fails it all) is retried in pieces, and a piece that still fails line by line."""
     try:
-        return pl.read_ndjson(data, schema=_SCHEMA)
+        return _read_ndjson(data)
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
         pass
     lines = data.split(b"\n")
@@ -351,10 +377,34 @@ def _parse(data: bytes) -> pl.DataFrame:
     for i in range(0, len(lines), _PIECE_LINES):
         piece = lines[i:i + _PIECE_LINES]
         try:
-            frames.append(pl.read_ndjson(b"\n".join(piece), schema=_SCHEMA))
+            frames.append(_read_ndjson(b"\n".join(piece)))
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
             frames.append(_parse_lines(piece))
     return pl.concat(frames, how="vertical")
+
+
+def _read_ndjson(data: bytes) -> pl.DataFrame:
+    """polars' rows of *data*, by the rules of _read_line: a row whose scope may not have
+    been a string (_NOT_A_STRING; none in logs of viewer and fill lines) is checked
+    again with json, and is malformed (ts null) when _read_line says so."""
+    frame = pl.read_ndjson(data, schema=_SCHEMA)
+    scope = frame["scope"]
+    if scope.null_count() == len(scope):
+        return frame
+    doubt = np.flatnonzero(scope.str.contains(_NOT_A_STRING).fill_null(False).to_numpy())
+    if not doubt.size:
+        return frame
+    lines = [line for line in data.split(b"\n") if not _is_blank(line)]
+    bad = np.zeros(frame.height, dtype=bool)
+    for row in doubt.tolist():
+        try:
+            _read_line(lines[row])
+        except _Malformed:
+            bad[row] = True
+    if not bad.any():
+        return frame
+    return frame.with_columns(
+        pl.when(pl.Series(bad)).then(None).otherwise(pl.col("ts")).alias("ts"))
 
 
 def _is_blank(line: bytes) -> bool:
@@ -369,7 +419,7 @@ def _parse_lines(lines: list[bytes]) -> pl.DataFrame:
         try:
             rows.append(_read_line(line))
         except _Malformed:
-            rows.append((None, None, None, None, None, None))
+            rows.append((None,) * len(_SCHEMA))
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
@@ -379,7 +429,7 @@ class _Malformed(ValueError):
 
 def _read_line(line: bytes) -> tuple:
     """One line by the rules of the fast path: (ts, appliance, object, status, bytes,
-    range), or _Malformed saying why."""
+    range, scope), or _Malformed saying why."""
     try:
         rec = json.loads(line)
     except ValueError:  # also UnicodeDecodeError
@@ -398,10 +448,13 @@ def _read_line(line: bytes) -> tuple:
     nbytes = rec.get("bytes")
     if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 <= nbytes < _INT64:
         raise _Malformed("bytes: missing, negative or not a whole number")
+    scope = rec.get("scope")
+    if scope is not None and not isinstance(scope, str):
+        raise _Malformed("scope: not a string")
     app = rec.get("appliance")
     rng = rec.get("range")
     return (float(ts), app if isinstance(app, str) else None, obj, status, nbytes,
-            rng if isinstance(rng, str) else None)
+            rng if isinstance(rng, str) else None, scope)
 
 
 def _describe_malformed(block: _Block, row: int) -> str:
@@ -560,6 +613,15 @@ class _Sums:
             frame = frame.filter(pl.Series(valid))
             if frame.height == 0:
                 return
+        if frame["scope"].null_count() < frame.height:
+            fill = (frame["scope"] == FILL_SCOPE).fill_null(False)
+            n_fill = int(fill.sum())
+            if n_fill:
+                seen.fill_lines += n_fill
+                seen.fill_bytes += int(frame["bytes"].filter(fill).sum())
+                frame = frame.filter(~fill)
+                if frame.height == 0:
+                    return
         ts = frame["ts"].to_numpy()
         self.start_ts = min(self.start_ts, float(ts.min()))
         self.end_ts = max(self.end_ts, float(ts.max()))
@@ -623,7 +685,7 @@ class _Sums:
         acc[:self.count] = self.acc[:self.count]
         self.acc = acc
 
-    def demand(self, sites: list[str], seen: _Seen) -> Demand:
+    def demand(self, sites: list[str], seen: _Seen) -> LogDemand:
         # The table lists the keys in order: scanning it (~0.2 s for 100M pairs) sorts
         # the rows without a sort of tens of millions of keys.
         keys = np.flatnonzero(self.table)
@@ -642,7 +704,7 @@ class _Sums:
         del self.acc, rows, slots
         n_obj = max(1, self.n_obj)
         found = self.start_ts <= self.end_ts
-        demand = Demand(
+        demand = LogDemand(
             sites=sites,
             site_idx=(keys // n_obj).astype(np.int32),
             obj_idx=keys % n_obj,
@@ -654,6 +716,8 @@ class _Sums:
             malformed=seen.malformed,
             unknown_objects=seen.unknown_objects,
             ignored_status=seen.ignored_status,
+            fill_lines=seen.fill_lines,
+            fill_bytes=seen.fill_bytes,
             start_ts=self.start_ts if found else math.nan,
             end_ts=self.end_ts if found else math.nan,
             first_day=self.first_day,

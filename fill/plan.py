@@ -57,7 +57,7 @@ from .logs import read_demand
 from .manifest import manifest_bytes, read_previous_numbers, write_manifest
 from .model import ApplianceSpec, Catalog, Site, SiteForecast, SitePlan, Topology
 from .placement import PlacementParams, place_site
-from .summary import Sizes, assemble, node_figures, site_figures
+from .summary import Sizes, assemble, demand_figures, node_figures, site_figures
 from .topology import load_topology
 
 log = logging.getLogger("oca.fill")
@@ -361,8 +361,7 @@ def run_plan(req: PlanRequest) -> dict:
     with Progress("access logs", total=log_bytes, unit="B", enabled=req.progress) as bar:
         demand = read_demand(req.logs, catalog, topology, req.now, fp.half_life,
                              fp.recent_half_life, on_bytes=bar.update)
-    demand_info = {"lines": demand.lines, "malformed": demand.malformed,
-                   "unknown_objects": demand.unknown_objects}
+    demand_info = demand_figures(demand)
     t_logs = time.monotonic()
     model = Forecaster(demand, catalog, topology, req.now, fp)
     del demand

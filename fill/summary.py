@@ -8,6 +8,7 @@ an operator's terminal. Fields are described in docs/fill-backbone.md.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,13 +17,26 @@ from oca.units import format_size
 from .backbone import Schedule
 from .model import Catalog, Site, SitePlan, Topology
 
-__all__ = ["summarize", "format_text", "site_figures", "node_figures", "assemble", "Sizes"]
+if TYPE_CHECKING:
+    from .logs import LogDemand
+
+__all__ = ["summarize", "format_text", "site_figures", "node_figures", "assemble", "Sizes",
+           "demand_figures"]
 
 _SOURCES = ("peer", "backbone", "origin")
 
 
 def _count(objects: int, nbytes: int) -> dict:
     return {"objects": int(objects), "bytes": int(nbytes)}
+
+
+def demand_figures(demand: LogDemand) -> dict:
+    """The summary's ``demand`` (*demand_info*) from reading the logs: lines read,
+    malformed, naming objects not in the catalog, and the fill traffic left out of demand
+    (lines of ``scope`` ``"fill"`` and the body bytes they sent)."""
+    return {"lines": demand.lines, "malformed": demand.malformed,
+            "unknown_objects": demand.unknown_objects, "fill_lines": demand.fill_lines,
+            "fill_bytes": demand.fill_bytes}
 
 
 def _plain(value):
@@ -197,9 +211,9 @@ def summarize(site_plans: list[SitePlan], backbone_plans: list[SitePlan], schedu
               topology: Topology, catalog: Catalog, demand_info: dict) -> dict:
     """The plan's figures: per site, per backbone node, per link, and totals.
 
-    *demand_info*: counts from reading the logs (lines, malformed, unknown_objects),
-    passed through under ``demand``. (`plan.py` makes the same figures site by site in
-    its workers: `site_figures`, `node_figures`, then `assemble`.)
+    *demand_info*: counts from reading the logs (`demand_figures`), passed through under
+    ``demand``. (`plan.py` makes the same figures site by site in its workers:
+    `site_figures`, `node_figures`, then `assemble`.)
     """
     sizes = Sizes(catalog)
     t = schedule.transfers
@@ -232,6 +246,9 @@ def summarize(site_plans: list[SitePlan], backbone_plans: list[SitePlan], schedu
         weights.append(weight)
     return assemble(topology, demand_info, sites, weights, backbone, schedule.link_bytes,
                     schedule.link_budget, schedule.origin_egress, schedule.waves)
+
+
+_FILL_KEYS = ("fill_lines", "fill_bytes")  # demand_figures' fill traffic: a text of its own
 
 
 def _num(v) -> str:
@@ -267,9 +284,12 @@ def format_text(summary: dict) -> str:
              f"{tot['backbone_nodes']} backbone nodes"]
     if dem:
         extra = ", ".join(f"{_num(v)} {k.replace('_', ' ')}" for k, v in dem.items()
-                          if k != "lines")
-        lines.append(f"demand: {_num(dem.get('lines', 0))} log lines"
-                     + (f" ({extra})" if extra else ""))
+                          if k not in ("lines", *_FILL_KEYS))
+        text = f"demand: {_num(dem.get('lines', 0))} log lines" + (f" ({extra})" if extra else "")
+        if "fill_lines" in dem:
+            text += (f"; fill traffic, not demand: {_num(dem['fill_lines'])} lines, "
+                     f"{format_size(dem.get('fill_bytes', 0))}")
+        lines.append(text)
     lines.append(
         f"added {_n_size(tot['added'])}; filled {_n_size(tot['filled'])} in {tot['waves']} "
         f"waves; deferred {_n_size(tot['deferred'])}; deleted {_n_size(tot['deleted'])}")

@@ -1,4 +1,5 @@
-"""Access logs -> Demand: decay, sites, status rules, malformed lines, gzip, blocks."""
+"""Access logs -> Demand: decay, sites, status rules, fill traffic, malformed lines, gzip,
+blocks."""
 
 from __future__ import annotations
 
@@ -52,11 +53,15 @@ def _app(name):
     return {"name": name, "url": f"http://{name}", "serve_gbps": 10, "tiers": {"hdd": "1T"}}
 
 
-def line(ts, obj, status=200, nbytes=100, appliance="a1", rng=None) -> str:
+def line(ts, obj, status=200, nbytes=100, appliance="a1", rng=None, scope=...) -> str:
+    """An access-log line as oca serve writes it; appliance ... leaves the field out, and
+    scope is left out unless given (as the server does for viewers)."""
     rec = {"ts": ts, "appliance": appliance, "method": "GET", "object": obj, "status": status,
            "bytes": nbytes, "range": rng, "client": "192.0.2.7", "dur_ms": 0.5, "tier": "ssd"}
     if appliance is ...:
         del rec["appliance"]
+    if scope is not ...:
+        rec["scope"] = scope
     return json.dumps(rec, separators=(",", ":"))
 
 
@@ -186,12 +191,135 @@ def test_malformed_found_by_the_fast_path_names_its_line(tmp_path, catalog, topo
         "bytes: missing, negative or not a whole number)")
 
 
+DEMAND_FIELDS = ["sites", "site_idx", "obj_idx", "requests", "bytes", "recent", "last_ts",
+                 "first_day", "malformed", "unknown_objects", "ignored_status", "start_ts",
+                 "end_ts"]
+
+
+def assert_same_demand(got, want):
+    for f in DEMAND_FIELDS:
+        assert np.array_equal(getattr(got, f), getattr(want, f)), f
+
+
+def _viewer_and_fill_lines():
+    """Viewer lines, and fill lines for the same objects (and others) from the same
+    appliances, some before and after every viewer line (the span must not move)."""
+    viewers = [line(NOW - 3600, "a"), line(NOW - HL, "b", 206, 7, rng="bytes=0-6"),
+               line(NOW - 60, "a", 404, 0, appliance="b1"), line(NOW, "c", 304, 0),
+               line(NOW - 2 * HL, "d", 416, 0), line(NOW, "zzz"),
+               line(NOW - 10, "a", scope="viewer"), line(NOW - 20, "b", scope=None),
+               line(NOW - 30, "c", scope="FILL"),  # another string: a viewer's
+               line(RELEASE_C + 5, "c", appliance=...)]
+    fills = [line(NOW - 5 * HL, "a", nbytes=1000, scope="fill"),
+             line(NOW + 900, "b", 206, 2000, appliance="b1", scope="fill"),
+             line(NOW - 3600, "a", 200, 1000, appliance="a2", scope="fill"),
+             line(RELEASE_C + 5, "c", 200, 500, appliance=..., scope="fill"),
+             line(NOW, "d", 404, 0, scope="fill"), line(NOW, "zzz", 200, 3, scope="fill"),
+             line(NOW, None, 503, 0, scope="fill")]
+    return viewers, fills
+
+
+@pytest.mark.parametrize("path", ["polars", "pieces", "json"])
+def test_fill_lines_are_not_demand_and_are_counted(tmp_path, catalog, topology, monkeypatch,
+                                                   path):
+    viewers, fills = _viewer_and_fill_lines()
+    mixed = [x for pair in itertools.zip_longest(viewers, fills) for x in pair if x]
+    if path != "polars":  # a line polars rejects: its block goes in pieces or line by line
+        monkeypatch.setattr(logs, "_PIECE_LINES", 4 if path == "pieces" else 2048)
+        viewers, mixed = viewers + ["{not json"], mixed + ["{not json"]
+    without = read(write_log(tmp_path, viewers, "viewers.jsonl"), catalog, topology)
+    with_fill = read(write_log(tmp_path, mixed, "mixed.jsonl"), catalog, topology)
+    assert_same_demand(with_fill, without)
+    assert without.fill_lines == without.fill_bytes == 0
+    assert with_fill.fill_lines == len(fills) == 7
+    assert with_fill.fill_bytes == 1000 + 2000 + 1000 + 500 + 0 + 3 + 0
+    assert with_fill.lines == without.lines + len(fills)
+    assert without.malformed == (path != "polars")
+    rows = rows_of(without, catalog)  # the viewers' lines count as ever
+    assert rows[("s1", "a")][0] == float(np.exp2(-3600 / HL)) + float(np.exp2(-10 / HL))
+    assert (without.start_ts, without.end_ts) == (NOW - 2 * HL, NOW)
+
+
+@pytest.mark.parametrize("path", ["polars", "pieces", "json"])
+def test_a_scope_that_is_not_a_string_is_malformed(tmp_path, catalog, topology, monkeypatch,
+                                                   caplog, path):
+    # polars reads 5 as "5" and true as "true" into a String column: both readers must
+    # still tell the number from the string
+    not_strings = ["5", "true", "false", "-1", "1.5", '["fill"]', '{"fill": 1}']
+    strings = ['"5"', '"true"', '""', '"[x"', '"{"', '"-"']  # viewers' lines
+    lines = [line(NOW, "a")]
+    lines += [line(NOW, "a")[:-1] + f',"scope":{v}}}' for v in not_strings]
+    lines += [line(NOW, "a")[:-1] + f',"scope":{v}}}' for v in strings]
+    lines += [line(NOW, "b", nbytes=9)[:-1] + ',"scope":"fi\\u006cl"}']  # "fill", escaped
+    malformed = len(not_strings)
+    if path != "polars":
+        monkeypatch.setattr(logs, "_PIECE_LINES", 4 if path == "pieces" else 2048)
+        lines.append("{not json")
+        malformed += 1
+    with caplog.at_level(logging.WARNING, logger="fill.logs"):
+        d = read(write_log(tmp_path, lines), catalog, topology)
+    assert d.malformed == malformed and d.lines == len(lines)
+    assert (d.fill_lines, d.fill_bytes) == (1, 9)
+    assert rows_of(d, catalog) == {("s1", "a"): (1.0 + len(strings), 100.0 * (1 + len(strings)),
+                                                 1.0 + len(strings), NOW)}
+    assert caplog.records[-1].getMessage() == (
+        f"{malformed} of {len(lines)} access-log lines malformed, skipped (first: "
+        f"{tmp_path / 'access.jsonl'}:2: scope: not a string)")
+
+
+def test_fill_lines_leave_the_plans_unchanged(tmp_path, capsys):
+    """`oca-fill plan` with and without the fill lines of the same objects: byte-identical
+    manifests, and the same summary but for the lines read."""
+    from fill.cli import main
+
+    ids = [f"t{i:03d}-1080p.mp4" for i in range(40)]
+    (tmp_path / "catalog.csv").write_text(
+        "id,size\n" + "".join(f"{oid},{(i % 7 + 1) << 28}\n" for i, oid in enumerate(ids)))
+    apps = [{"name": f"s{s}a{a}", "url": f"http://10.0.{s}.{a}", "serve_gbps": 10,
+             "tiers": {"ssd": "2G", "hdd": "6G"}} for s in range(2) for a in range(2)]
+    (tmp_path / "topology.json").write_text(json.dumps({
+        "origin": {"name": "origin", "url": "http://10.9.0.1"},
+        "sites": [{"name": f"site{s}", "fill_window": "02:00-08:00",
+                   "appliances": apps[2 * s:2 * s + 2]} for s in range(2)],
+        "links": [{"from": "origin", "to": f"site{s}", "gbps": 1} for s in range(2)]}))
+    rng = np.random.default_rng(5)
+    viewers, mixed = [], []
+    for i in range(1500):
+        obj = ids[min(int(rng.zipf(1.3)) - 1, len(ids) - 1)]
+        app = apps[int(rng.integers(len(apps)))]["name"]
+        ts = NOW - float(rng.random()) * 3 * HL
+        viewers.append(line(ts, obj, 206, 1 << 20, app, "bytes=0-1048575"))
+        mixed.append(viewers[-1])
+        if i % 3 == 0:  # a peer copying the object from this appliance, most of it at night
+            mixed.append(line(ts + 7200 * (i % 2), obj, 200, 1 << 28, app, scope="fill"))
+        if i % 50 == 0:  # copies of objects nobody watched
+            mixed.append(line(ts, ids[-1 - i % 5], 200, 1 << 28, app, scope="fill"))
+    results = {}
+    for name, lines in (("viewers", viewers), ("mixed", mixed)):
+        out = tmp_path / name
+        log = write_log(tmp_path, lines, f"{name}.jsonl.gz", gz=True)
+        code = main(["-q", "plan", "--catalog", str(tmp_path / "catalog.csv"), "--topology",
+                     str(tmp_path / "topology.json"), "--logs", str(log), "--out", str(out),
+                     "--now", str(NOW), "--processes", "1", "--json"])
+        assert code == 0
+        results[name] = ({p.name: p.read_bytes() for p in sorted(out.glob("*.json"))},
+                         json.loads(capsys.readouterr().out))
+    (viewed, summary), (mixed_manifests, mixed_summary) = results["viewers"], results["mixed"]
+    assert sorted(viewed) == [f"{a['name']}.json" for a in apps]
+    assert any(json.loads(m)["objects"] for m in viewed.values())
+    assert mixed_manifests == viewed
+    assert summary.pop("demand")["lines"] == len(viewers)
+    assert mixed_summary.pop("demand")["lines"] == len(mixed) > len(viewers)
+    assert mixed_summary == summary
+
+
 def _random_lines(n, seed=7):
     rng = np.random.default_rng(seed)
     ids = list(SIZES) + ["unknown-1", None]
     apps = ["a1", "a2", "b1", "zz", None, ...]
     statuses = [200, 206, 304, 404, 302, 503, 416, 500]
     ranges = [None, "bytes=0-99", "bytes=100-", "bytes=-50", "bytes=0-1,3-4"]
+    scopes = [..., ..., "fill", ..., "viewer", None, ..., "fill", "5"]
     out = []
     for i in range(n):
         if i % 97 == 13:
@@ -200,10 +328,13 @@ def _random_lines(n, seed=7):
         if i % 131 == 5:
             out.append('{"truncated": ')
             continue
+        if i % 173 == 9:
+            out.append('{"ts": 1, "object": "a", "status": 200, "bytes": 1, "scope": 7}')
+            continue
         ts = round(NOW - float(rng.random()) * 5 * HL + (300 if i % 50 == 0 else 0), 3)
         out.append(line(ts, ids[rng.integers(len(ids))], statuses[rng.integers(len(statuses))],
                         int(rng.integers(0, 3000)), apps[rng.integers(len(apps))],
-                        ranges[rng.integers(len(ranges))]))
+                        ranges[rng.integers(len(ranges))], scopes[i % len(scopes)]))
     return out
 
 
@@ -212,18 +343,22 @@ def _reference(lines, catalog, topology):
     site_of = topology.site_of()
     index = catalog.index_of()
     sums: dict = {}
-    malformed = 0
+    malformed = fill_lines = fill_bytes = 0
     first_day = np.zeros(len(catalog))
     for text in lines:
         try:
             rec = json.loads(text)
             ok = (isinstance(rec, dict) and isinstance(rec.get("ts"), int | float)
                   and isinstance(rec.get("status"), int) and isinstance(rec.get("bytes"), int)
-                  and rec["bytes"] >= 0)
+                  and rec["bytes"] >= 0 and isinstance(rec.get("scope", ""), str | None))
         except ValueError:
             ok = False
         if not ok:
             malformed += 1
+            continue
+        if rec.get("scope") == "fill":
+            fill_lines += 1
+            fill_bytes += rec["bytes"]
             continue
         obj = index.get(rec.get("object"))
         status = rec["status"]
@@ -249,7 +384,7 @@ def _reference(lines, catalog, topology):
         sums[(site, catalog.ids[obj])] = (r + w, b + w * nbytes, rc + wr, max(t, rec["ts"]))
         if 0 <= rec["ts"] - catalog.release[obj] < logs.FIRST_DAY:
             first_day[obj] += 1
-    return sums, malformed, first_day
+    return sums, malformed, first_day, (fill_lines, fill_bytes)
 
 
 @pytest.mark.parametrize("inflate_piece", [1 << 20, 1000, 7])
@@ -273,11 +408,12 @@ def test_gzip_plain_and_block_cuts_give_identical_demand(tmp_path, catalog, topo
         for f in fields:
             assert np.array_equal(getattr(d, f), getattr(whole, f)), f
         for f in ["lines", "malformed", "unknown_objects", "ignored_status", "start_ts",
-                  "end_ts"]:
+                  "end_ts", "fill_lines", "fill_bytes"]:
             assert getattr(d, f) == getattr(whole, f), f
 
-    sums, malformed, first_day = _reference(lines, catalog, topology)
+    sums, malformed, first_day, fill = _reference(lines, catalog, topology)
     assert whole.malformed == malformed > 0 and whole.lines == len(lines)
+    assert (whole.fill_lines, whole.fill_bytes) == fill and fill[0] > 0
     got = rows_of(whole, catalog)
     assert set(got) == set(sums)
     for key, want in sums.items():

@@ -255,7 +255,7 @@ def composed(inputs: dict, out: Path, now: float, previous: Path | None) -> dict
     from fill.manifest import read_previous, write_manifests
     from fill.placement import PlacementParams, place_site
     from fill.plan import backbone_sites
-    from fill.summary import summarize
+    from fill.summary import demand_figures, summarize
     from fill.topology import load_topology
 
     catalog, topo = load_catalog(inputs["catalog"]), load_topology(inputs["topology"])
@@ -275,9 +275,7 @@ def composed(inputs: dict, out: Path, now: float, previous: Path | None) -> dict
     bb_plans = [place(s) for s in backbone_sites(topo)]
     sched = schedule(site_plans, bb_plans, topo, catalog, prev)
     write_manifests(out, site_plans, bb_plans, sched, catalog, now, topo)
-    return summarize(site_plans, bb_plans, sched, topo, catalog, {
-        "lines": demand.lines, "malformed": demand.malformed,
-        "unknown_objects": demand.unknown_objects})
+    return summarize(site_plans, bb_plans, sched, topo, catalog, demand_figures(demand))
 
 
 def test_workers_give_what_the_stages_give_one_after_the_other(tmp_path):

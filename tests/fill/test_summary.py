@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from fill.backbone import schedule
+from fill.logs import read_demand
 from fill.model import Topology
-from fill.summary import format_text, summarize
+from fill.summary import demand_figures, format_text, summarize
 from oca.units import format_size
-from tests.fill.test_backbone import MB, hand_fleet
+from tests.fill.test_backbone import DAY, MB, hand_fleet
 
 DEMAND = {"lines": 1234567, "malformed": 3, "unknown_objects": 2}
 
@@ -111,3 +112,31 @@ def test_empty_fleet():
     assert sm["sites"] == {} and sm["links"] == []
     text = format_text(sm)
     assert text.splitlines()[0] == "oca-fill plan: 0 sites, 0 appliances, 0 backbone nodes"
+
+
+def test_fill_traffic_in_the_logs_is_counted_in_the_demand_figures(tmp_path):
+    site_plans, bb_plans, topo, cat, previous = hand_fleet()
+    now = 1_800_000_000.0
+
+    def line(obj, appliance, nbytes, **more):
+        return json.dumps({"ts": now - 60, "appliance": appliance, "object": obj,
+                           "status": 200, "bytes": nbytes, "range": None, **more})
+
+    log = tmp_path / "access.jsonl"
+    log.write_text("\n".join([
+        line("o0", "a1", 10 * MB), line("o1", "b1", MB, scope="viewer"),
+        line("o0", "a1", 10 * MB, scope="fill"),  # a2 copying o0 from a1
+        line("o4", "b1", 3 * MB, scope="fill", status=206),
+        line("o4", "c1", 2 * MB, scope="fill"),
+        line("o9", "c1", MB),  # not in the catalog
+        line("o4", "b1", MB, scope=7),  # malformed: not counted as fill
+    ]) + "\n")
+    d = read_demand([log], cat, topo, now, DAY, DAY / 8)
+    s = schedule(site_plans, bb_plans, topo, cat, previous)
+    sm = summarize(site_plans, bb_plans, s, topo, cat, demand_figures(d))
+    assert json.loads(json.dumps(sm)) == sm
+    assert sm["demand"] == {"lines": 7, "malformed": 1, "unknown_objects": 1, "fill_lines": 3,
+                            "fill_bytes": 15 * MB}
+    assert format_text(sm).splitlines()[1] == (
+        "demand: 7 log lines (1 malformed, 1 unknown objects); fill traffic, not demand: "
+        f"3 lines, {format_size(15 * MB)}")
