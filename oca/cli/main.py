@@ -375,8 +375,7 @@ def cmd_fill_apply(args) -> int:
     except ValueError as e:
         raise UsageError(f"--peer-wait: {e}") from None
     manifest = fill_manifest.load(where, config.server.name)
-    agent = Agent(config, manifest, parallel=parallel, rate=rate, peer_wait=peer_wait,
-                  progress=not args.json)
+    agent = Agent(config, manifest, parallel=parallel, rate=rate, peer_wait=peer_wait)
     if args.dry_run:
         plan = agent.plan().as_dict(manifest)
         if args.json:
@@ -395,7 +394,7 @@ def cmd_fill_apply(args) -> int:
               "(dry run: nothing changed)")
         return EXIT_OK
     summary = run_recorded(config, manifest, parallel=parallel, rate=rate,
-                           peer_wait=peer_wait, progress=not args.json)
+                           peer_wait=peer_wait)
     if args.json:
         _print_json(summary.as_dict())
     else:

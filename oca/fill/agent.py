@@ -17,8 +17,10 @@ next source at once and that source is not asked for that object again in this r
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -47,6 +49,10 @@ BACKOFF = 0.5
 """Seconds before the first retry; doubled each time (with jitter), at most 30 s."""
 TOKEN_TTL = 6 * 3600
 """Seconds a fill request's token stays good."""
+TICK = 1.0
+"""Seconds between progress snapshots (the state file, /metrics)."""
+JSON_PROGRESS_EVERY = 5.0
+"""Seconds between JSON progress lines on stderr when it is not a terminal."""
 
 
 @dataclass
@@ -141,7 +147,7 @@ class Agent:
 
     def __init__(self, config: Config, manifest: Manifest, *, parallel: int = 4,
                  rate: float = 0.0, peer_wait: float = 600.0, deadline: float | None = None,
-                 progress: bool = True, timeout: float = 30.0):
+                 progress: bool = True, timeout: float = 30.0, on_tick=None):
         self.config = config
         self.manifest = manifest
         self.parallel = parallel
@@ -159,6 +165,9 @@ class Agent:
         self._signer = (Signer(load_key(config.auth.fill_key_file), scope="fill")
                         if config.auth.fill_key_file else None)
         self._progress: Progress | None = None
+        self.on_tick = on_tick  # called with snapshot() every TICK seconds of the run
+        self.total_bytes = 0
+        self.objects_total = 0
         self._shown: dict[str, int] = {}  # bytes of each object counted in the progress
 
     # -- per thread ---------------------------------------------------------------------
@@ -194,9 +203,14 @@ class Agent:
             s.kept = d.keeps
             for oid, tier, size in sorted(d.deletes, key=lambda x: -x[2]):
                 self._pending_deletes[tier].append((oid, size))
-            total = sum(o.size for o in d.adds)
+            total = self.total_bytes = sum(o.size for o in d.adds)
+            self.objects_total = len(d.adds)
+            ticker = threading.Thread(target=self._tick, daemon=True, name="oca-fill-tick")
+            self._ticking = threading.Event()
+            ticker.start()
+            tty = sys.stderr.isatty()
             with Progress("fill", total=total, unit="B",
-                          enabled=self.progress_enabled) as self._progress:
+                          enabled=self.progress_enabled and tty) as self._progress:
                 for obj, _ in d.moves:
                     self._move(obj)
                 waves = sorted({o.wave for o in d.adds})
@@ -213,12 +227,54 @@ class Agent:
                     while self._delete_one(self._store(), tier):
                         pass
         finally:
+            if getattr(self, "_ticking", None) is not None:
+                self._ticking.set()
+                ticker.join()
             for conns in self._conns:
                 conns.close()
             if self._main_store is not None:
                 self._main_store.close()
             s.seconds = time.monotonic() - t0
         return s
+
+    def snapshot(self) -> dict:
+        """The run so far: the summary's figures, bytes on disk of the adds and their
+        total, objects, and the rate over the last tick (bits per second)."""
+        with self._lock:
+            out = self.summary.as_dict()
+            out["bytes"] = sum(self._shown.values())
+        out.update(total_bytes=self.total_bytes, objects_total=self.objects_total,
+                   rate_bps=getattr(self, "_rate_bps", 0.0))
+        return out
+
+    def _tick(self) -> None:
+        # Every TICK: the rate, on_tick(snapshot); every JSON_PROGRESS_EVERY, when stderr
+        # is not a terminal and progress is on, a JSON line there; one more at the end.
+        json_lines = self.progress_enabled and not sys.stderr.isatty()
+        last_bytes, last_t, last_line = 0, time.monotonic(), 0.0
+        while True:
+            done = self._ticking.wait(TICK)
+            now = time.monotonic()
+            with self._lock:
+                moved = sum(self.summary.bytes_by_source.values())
+            self._rate_bps = (moved - last_bytes) * 8 / max(now - last_t, 1e-6)
+            last_bytes, last_t = moved, now
+            snap = self.snapshot()
+            if self.on_tick is not None:
+                self.on_tick(snap)
+            if json_lines and (done or now - last_line >= JSON_PROGRESS_EVERY):
+                last_line = now
+                left = snap["total_bytes"] - snap["bytes"]
+                line = {"fill": self.manifest.appliance, "bytes": snap["bytes"],
+                        "total_bytes": snap["total_bytes"], "objects": snap["added"],
+                        "objects_total": snap["objects_total"], "failed": len(snap["failed"]),
+                        "rate_bps": round(snap["rate_bps"]),
+                        "eta_s": (round(left * 8 / snap["rate_bps"])
+                                  if snap["rate_bps"] > 0 else None),
+                        "bytes_by_source": snap["bytes_by_source"]}
+                print(json.dumps(line, sort_keys=True), file=sys.stderr, flush=True)
+            if done:
+                return
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -390,10 +446,15 @@ def run_recorded(config: Config, manifest: Manifest, on_agent=None, **options) -
     before = state.read(config) or {}
     record = {"state": "running", "manifest": manifest.where,
               "generated": manifest.generated, "started": time.time(), "finished": None,
-              "pid": os.getpid(), "summary": None,
+              "pid": os.getpid(), "summary": None, "progress": None,
               "applied_generated": before.get("applied_generated")}
     state.write(config, record)
-    agent = Agent(config, manifest, **options)
+
+    def tick(snapshot: dict) -> None:
+        if record["state"] == "running":
+            record["progress"] = snapshot
+            state.write(config, record)
+    agent = Agent(config, manifest, on_tick=tick, **options)
     if on_agent is not None:
         on_agent(agent)
     try:
@@ -403,7 +464,7 @@ def run_recorded(config: Config, manifest: Manifest, on_agent=None, **options) -
                              "error": str(e) or type(e).__name__})
         raise
     record.update(state="done" if summary.ok else "failed", finished=time.time(),
-                  summary=summary.as_dict())
+                  summary=summary.as_dict(), progress=agent.snapshot())
     if summary.ok:
         record["applied_generated"] = max(manifest.generated,
                                           record["applied_generated"] or 0.0)

@@ -30,11 +30,13 @@ class AdminListener:
     status dict), its *metrics* and its *drain* state."""
 
     def __init__(self, status: Callable[[], dict], metrics: MetricsArea, drain: Drain,
-                 workers: Callable[[], dict[int, int]]):
+                 workers: Callable[[], dict[int, int]],
+                 fill_state: Callable[[], dict | None] | None = None):
         self.status = status
         self.metrics = metrics
         self.drain = drain
         self.workers = workers
+        self.fill_state = fill_state  # the fill agent's state file (oca.fill.state)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -67,8 +69,10 @@ class AdminListener:
         if route == ("GET", "/metrics"):
             gauges = {"oca_workers": len(self.workers()),
                       "oca_draining": 1.0 if self.drain.draining else 0.0}
+            if self.fill_state is not None:
+                gauges.update(fill_gauges(self.fill_state()))
             return ("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                    self.metrics.render(gauges).encode())
+                    self.metrics.render(gauges, FILL_HELP).encode())
         if route in (("GET", "/status"), ("GET", "/health")):
             st = self.status()
             code = "503 Service Unavailable" if path == "/health" and (
@@ -122,3 +126,32 @@ class _AdminRequest:
 
     def on_headers_complete(self) -> None:
         pass
+
+
+FILL_HELP = {
+    "oca_fill_running": "1 while the fill agent applies a manifest, else 0.",
+    "oca_fill_bytes": "Bytes fetched by the current (or last) fill, by the source they came "
+                      "from.",
+    "oca_fill_objects": "Objects of the current (or last) fill, by result (added, moved, "
+                        "deleted, failed, refused copies, not started).",
+    "oca_fill_rate_bits_per_second": "The current (or last) fill's fetch rate over its last "
+                                     "second.",
+}
+
+
+def fill_gauges(fill: dict | None) -> dict[str, float]:
+    """/metrics gauges of the fill state (oca.fill.state); none before the first fill."""
+    if not fill:
+        return {}
+    snap = fill.get("progress") or fill.get("summary") or {}
+    out = {"oca_fill_running": 1.0 if fill.get("state") == "running" else 0.0}
+    for source, n in sorted(snap.get("bytes_by_source", {}).items()):
+        out[f"oca_fill_bytes{{source={source}}}"] = float(n)
+    for result in ("added", "moved", "deleted"):
+        out[f"oca_fill_objects{{result={result}}}"] = float(snap.get(result, 0))
+    out["oca_fill_objects{result=failed}"] = float(len(snap.get("failed", {})))
+    out["oca_fill_objects{result=refused}"] = float(len(snap.get("refused", [])))
+    out["oca_fill_objects{result=not_started}"] = float(snap.get("not_started", 0))
+    out["oca_fill_rate_bits_per_second"] = (float(snap.get("rate_bps", 0.0))
+                                            if fill.get("state") == "running" else 0.0)
+    return out

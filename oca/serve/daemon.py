@@ -19,6 +19,7 @@ import _fastpath
 
 from .. import __version__
 from ..config import Config
+from ..fill import state as fill_state
 from ..fill.role import FillRole
 from ..http.metrics import MetricsArea
 from .admin import AdminListener
@@ -87,7 +88,8 @@ class Daemon:
                                      close_in_child=(p.admin_sock, p.reservation))
         self.drain = Drain(self.control, self.supervisor)
         admin = AdminListener(self.status, self.metrics, self.drain,
-                              lambda: self.supervisor.pids("worker"))
+                              lambda: self.supervisor.pids("worker"),
+                              lambda: fill_state.read(self.config))
         self.supervisor.start()
         stopping: list[asyncio.Task] = []
 

@@ -260,6 +260,13 @@ def test_rate_is_respected(tmp_path, origin):
     s = json.loads(r.stdout)
     rate = s["bytes_by_source"]["origin"] * 8 / s["seconds"]
     assert 0.9 * 16e6 <= rate <= 1.1 * 16e6, rate
+    # Not a terminal: progress as JSON lines on stderr, the last one at the end.
+    lines = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    size = len(OBJECTS["a.mp4"])
+    assert lines and {k: lines[-1][k] for k in ("fill", "bytes", "total_bytes", "objects",
+                                               "objects_total", "bytes_by_source")} == \
+        {"fill": "a1", "bytes": size, "total_bytes": size, "objects": 1, "objects_total": 1,
+         "bytes_by_source": {"origin": size}}
 
 
 def test_a_fill_killed_mid_object_resumes_with_range(tmp_path, origin):

@@ -42,6 +42,12 @@ def test_the_role_applies_each_new_manifest_once_in_the_window(tmp_path, origin)
         assert len(status["fill"]) == 1 and not set(status["fill"]) & set(status["workers"])
         text = srv.oca("status").stdout
         assert "fill: done" in text and "added 1" in text
+        metrics = srv.admin("GET", "/metrics")[1].decode()
+        size = len(OBJECTS["b.mp4"])
+        for line in ("oca_fill_running 0.0", f'oca_fill_bytes{{source="origin"}} {size}.0',
+                     'oca_fill_objects{result="added"} 1.0',
+                     'oca_fill_objects{result="failed"} 0.0'):
+            assert f"\n{line}\n" in metrics, line
         assert json.loads(srv.oca("status", "--json").stdout)["fill"]["state"] == "done"
         # The same manifest is not applied again (several polls later).
         started = state["started"]
