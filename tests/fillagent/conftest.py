@@ -36,9 +36,10 @@ OBJECTS = {  # id -> bytes, the catalog of these tests
 
 
 def target(root: Path, name: str = "a1", layout: dict | None = None,
-           extra: str = "") -> Appliance:
-    """An appliance *name* with an empty store (no server)."""
-    app = make_appliance(root, layout or LAYOUT)
+           extra: str = "", disk_paths: dict | None = None) -> Appliance:
+    """An appliance *name* with an empty store (no server); *disk_paths*: tier -> existing
+    folders (mount points) for its disks."""
+    app = make_appliance(root, layout or LAYOUT, disk_paths=disk_paths)
     entries = [(p, tier, cap) for tier, caps in (layout or LAYOUT).items()
                for p, cap in zip(app.disks[tier], caps, strict=True)]
     write_config(root, entries, extra=f'[server]\nname = "{name}"\n{extra}\n')

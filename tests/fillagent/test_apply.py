@@ -19,6 +19,9 @@ from oca.http.auth import Signer, load_key
 from tests.conftest import OCA_BIN
 from tests.fillagent.conftest import OBJECTS, manifest, target
 from tests.http.conftest import start_server, wait_for
+from tests.mounts import mounts
+
+__all__ = ["mounts"]  # the fixture, imported for pytest
 
 
 def held(app) -> dict[str, tuple[str, str]]:
@@ -408,3 +411,34 @@ def test_a_source_killed_mid_transfer_is_replaced_by_the_next(tmp_path, origin):
         assert f"bytes={got['bb2']}-" in ranges
     finally:
         src.stop()
+
+
+@pytest.mark.root
+def test_a_disk_that_fills_up_mid_fill_fails_its_add_and_the_others_go_on(tmp_path, origin,
+                                                                         mounts):
+    """Something else fills the ssd (a 24 MiB tmpfs) while b.mp4 is being written to it:
+    b.mp4 is reported failed with nothing of it left behind; a.mp4 (before) stays, c.mp4
+    on hdd (after) is stored all the same. Exit 1."""
+    ssd = mounts.tmpfs("ssd", size="24M")  # the store keeps 16 MiB free (MIN_FREE)
+    app = target(tmp_path / "a1", layout={"ssd": [None], "flash": ["64M"], "hdd": ["64M"]},
+                 disk_paths={"ssd": [ssd.path]})
+    mf = manifest(tmp_path / "a1.json", [("a.mp4", "ssd", "origin", 0),
+                                         ("b.mp4", "ssd", "origin", 1),
+                                         ("c.mp4", "hdd", "origin", 2)],
+                  sources={"origin": origin.base}, upstream=["origin"])
+    proc = subprocess.Popen([str(OCA_BIN), "-c", str(app.config_path), "fill", "apply",
+                             str(mf), "--json", "--rate", "8M"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or any(
+            p.stat().st_size >= 256 << 10 for p in (Path(ssd.path) / "tmp").glob("b.mp4.*")),
+            timeout=30)
+        ssd.fill(leave=0)
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    s = json.loads(out)
+    assert list(s["failed"]) == ["b.mp4"] and s["added"] == 2, s["failed"]
+    assert "No space left on device" in s["failed"]["b.mp4"]
+    assert held(app) == want(("a.mp4", "ssd"), ("c.mp4", "hdd"))
+    assert leftovers(app) == []
