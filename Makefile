@@ -24,7 +24,7 @@ BENCH_SERVE_ARGS ?=
 # e.g. make bench-fill BENCH_FILL_ARGS="--shapes A --capacities 0.1 --json fill.json"
 BENCH_FILL_ARGS ?=
 
-.PHONY: all install system-deps demo test lint bench bench-serve bench-fill clean distclean
+.PHONY: all install system-deps demo test lint bench bench-serve bench-fill bench-fill-apply bench-fill-link clean distclean
 
 all: install
 
@@ -65,6 +65,14 @@ bench: install
 bench-serve: install
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(BIN)/python bench/serve/run.py $(BENCH_SERVE_ARGS)
+
+# oca fill apply against curl (+ fsync) into an ext4 image and a tmpfs; over a tbf-shaped
+# veth link between two network namespaces (both need root).
+bench-fill-apply: install
+	$(BIN)/python bench/fill/apply.py
+
+bench-fill-link: install
+	$(BIN)/python bench/fill/link.py
 
 # oca-fill simulate against libCacheSim (LRU, S3FIFO, ARC, WTinyLFU, Belady, BeladySize) on
 # generated traces (bench/fill/compare.py; traces kept in /tmp/oca-bench-fill).
