@@ -126,6 +126,8 @@ def run_demo(folder: str, total_mb: int = 300, serve: bool = True, port: int = 8
     out.write("Operator commands:\n")
     for cmd in ("status", "ls --tier ssd", "verify --json", "drain --deadline 30s", "undrain"):
         out.write(f"  {oca} {cmd}\n")
+    out.write("The whole fill loop (origin, backbone appliance, a site of three; planned and "
+              "filled) on loopback:\n  .venv/bin/oca demo --fleet\n")
     if sample is not None and serve:
         out.write(curl_commands(config, sample.id, sample.xxh3))
     out.flush()

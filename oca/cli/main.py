@@ -301,10 +301,15 @@ def cmd_undrain(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.fleet:
+        from ..demo_fleet import run_fleet
+
+        return run_fleet(args.dir, total_mb=args.size_mb or 60, serve=not args.no_serve,
+                         base_port=args.port or 8100)
     from ..demo import run_demo
 
-    return run_demo(args.dir, total_mb=args.size_mb, serve=not args.no_serve, port=args.port,
-                    admin_port=args.admin_port)
+    return run_demo(args.dir, total_mb=args.size_mb or 300, serve=not args.no_serve,
+                    port=args.port or 8080, admin_port=args.admin_port)
 
 
 def cmd_sign(args) -> int:
@@ -489,10 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp = add("demo", cmd_demo, "build a demo appliance in a folder and show it")
     sp.add_argument("--dir", default="demo")
-    sp.add_argument("--size-mb", type=int, default=300, help="bytes of objects to generate")
-    sp.add_argument("--port", type=int, default=8080, help="viewer port (default 8080)")
+    sp.add_argument("--size-mb", type=int,
+                    help="bytes of objects to generate (default 300; --fleet: 60)")
+    sp.add_argument("--port", type=int, help="viewer port (default 8080; --fleet: the first "
+                    "of ten ports from 8100)")
     sp.add_argument("--admin-port", type=int, default=8081, help="admin port (default 8081)")
     sp.add_argument("--no-serve", action="store_true", help="build and show, do not serve")
+    sp.add_argument("--fleet", action="store_true",
+                    help="the whole fill loop on loopback: an origin, a backbone appliance and "
+                    "a site of three, planned and filled (in DIR/fleet)")
     fill = sub.add_parser("fill", help="the nightly fill on this appliance")
     fill_sub = fill.add_subparsers(dest="fill_command", metavar="COMMAND", required=True,
                                    parser_class=_Parser)

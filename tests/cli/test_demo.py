@@ -82,3 +82,44 @@ def test_demo_serves_and_its_curl_commands_work(tmp_path):
         rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, rest
     assert "Traceback" not in out + rest
+
+
+def free_ports(n: int) -> int:
+    """The first of *n* consecutive free loopback ports."""
+    import socket
+    for _ in range(50):
+        base = free_port()
+        if base + n >= 65536:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
+def test_demo_fleet_plans_fills_and_serves_a_viewer(tmp_path):
+    """`oca demo --fleet`: five real servers, a plan, the fill (bb1 first, then the site
+    at once), a signed URL from a1, where the bytes came from; every box holds exactly
+    its manifest."""
+    folder = tmp_path / "demo"
+    r = run_oca("demo", "--fleet", "--dir", str(folder), "--size-mb", "16", "--no-serve",
+                "--port", str(free_ports(10)), timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "oca-fill plan: 4 manifests" in r.stdout
+    assert re.search(r"served by a1 \(200, .*, bytes match\)", r.stdout)
+    assert re.search(r"bb1 +added +\d+ objects: .* from origin", r.stdout)
+    fleet = folder / "fleet"
+    for node in ("bb1", "a1", "a2", "a3"):
+        manifest = json.loads((fleet / "manifests" / f"{node}.json").read_text())
+        with Store(load_config(fleet / node / "oca.toml")) as store:
+            assert {(o.id, o.tier, o.xxh3) for o in store.objects()} == {
+                (o["id"], o["tier"], o["xxh3"]) for o in manifest["objects"]}, node
