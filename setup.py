@@ -94,6 +94,10 @@ setup(
             # tests/hangfs.py: a FUSE passthrough disk whose operations block or fail on
             # demand (a dying HDD, a stuck mount); ctypes over libfuse.so.2 (Debian libfuse2).
             "fusepy>=3.0.1",
+            # bench/fill/clients.py: the fill agent's receive path (http.client's readinto)
+            # measured against the two async-capable clients made for the job.
+            "httpx>=0.27",
+            "aiohttp>=3.9",
         ],
     },
     entry_points={

@@ -575,17 +575,18 @@ def test_status_text(three):
     lines = ok(app.oca("status")).stdout.splitlines()
     assert lines[0] == "server: not running (fastpath available: cython)"
     lines = lines[1:]
-    assert lines[:6] == [
+    assert lines[:7] == [
         f"index {app.config().store.index}: 3 objects, 0 quarantined",
+        "fill: none yet",
         "TIER    DISKS HEALTHY  OBJECTS     USED CAPACITY",
         "ssd         1       1        1      20K      64M",
         "flash       1       1        1      30K     128M",
         "hdd         2       2        1      10K     512M",
         "",
     ]
-    assert lines[6].split() == ["DISK", "TIER", "STATE", "OBJECTS", "USED", "CAPACITY", "FS",
+    assert lines[7].split() == ["DISK", "TIER", "STATE", "OBJECTS", "USED", "CAPACITY", "FS",
                                 "FREE", "READ", "WRITTEN"]
-    rows = [line.split() for line in lines[7:]]
+    rows = [line.split() for line in lines[8:]]
     assert [r[:6] for r in rows] == [
         [disk_of(app, "ssd"), "ssd", "ok", "1", "20K", "64M"],
         [disk_of(app, "flash"), "flash", "ok", "1", "30K", "128M"],

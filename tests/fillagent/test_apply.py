@@ -442,3 +442,116 @@ def test_a_disk_that_fills_up_mid_fill_fails_its_add_and_the_others_go_on(tmp_pa
     assert "No space left on device" in s["failed"]["b.mp4"]
     assert held(app) == want(("a.mp4", "ssd"), ("c.mp4", "hdd"))
     assert leftovers(app) == []
+
+
+LIAR = r'''
+import http.server, sys
+
+DATA = open(sys.argv[2], "rb").read()
+
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        kind = self.path.split("/")[2].split("?")[0]
+        if kind == "more.mp4":      # more bytes than the manifest's size
+            body = DATA + b"x"
+            self.send_response(200)
+        elif kind == "fewer.mp4":   # says the size, sends less and closes
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(DATA)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(DATA[:1000])
+            self.close_connection = True
+            return
+        elif kind == "loop.mp4":    # a redirect to itself
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        elif kind == "range.mp4" and self.headers.get("Range"):  # a 206 of the wrong bytes
+            body = DATA[:100]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-99/{len(DATA)}")
+        else:
+            body = DATA
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_port))
+s.serve_forever()
+'''
+
+
+def test_a_source_that_lies_is_refused_and_the_next_one_asked(tmp_path, origin):
+    """More bytes than the size, fewer (the connection closes; then a 200 to the Range for
+    the rest), a redirect loop, a 206 of other bytes than asked: each copy refused with
+    its reason, the object taken from the origin, verified."""
+    data = OBJECTS["c.mp4"]
+    (tmp_path / "data").write_bytes(data)
+    port_file = tmp_path / "port"
+    liar = subprocess.Popen([sys.executable, "-c", LIAR, str(port_file), str(tmp_path / "data")])
+    try:
+        port = wait_for(lambda: port_file.exists() and port_file.read_text().strip() or None)
+        app = target(tmp_path / "a1")
+        # The origin serves c.mp4's bytes under each of these ids.
+        lies = ("more.mp4", "fewer.mp4", "loop.mp4", "range.mp4")
+        for oid in lies:
+            origin.put(oid, data, "hdd")
+        wait_for(lambda: all(origin.request("HEAD", f"/o/{oid}")[0] == 200 for oid in lies))
+        doc = {"appliance": "a1", "generated": 1, "delete": [], "upstream": ["origin"],
+               "sources": {"liar": f"http://127.0.0.1:{port}", "origin": origin.base},
+               "objects": [{"id": oid, "size": len(data), "xxh3": digest_bytes(data),
+                            "tier": "hdd", "source": "liar", "wave": 0}
+                           for oid in ("more.mp4", "fewer.mp4", "loop.mp4")]}
+        (tmp_path / "a1.json").write_text(json.dumps(doc))
+        # range.mp4: a partial prefix is on disk, so the liar is asked for a range.
+        with app.open() as store:
+            with pytest.raises(Exception):  # noqa: B017, PT011 - the stream breaks off
+                store.put_stream("range.mp4", _Breaking(data, 4096), len(data), "hdd",
+                                 xxh3=digest_bytes(data))
+            assert store.partial_size("range.mp4", digest_bytes(data)) == 4096
+        doc["objects"].append({**doc["objects"][0], "id": "range.mp4"})
+        (tmp_path / "a1.json").write_text(json.dumps(doc))
+        r = app.oca("fill", "apply", str(tmp_path / "a1.json"), "--json", "--parallel", "1")
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        reasons = {x["id"]: x["reason"] for x in s["refused"] if x["source"] == "liar"}
+        assert "Content-Length" in reasons["more.mp4"]
+        # fewer.mp4 broke off after 1,000 bytes (kept); asked again for the rest, the liar
+        # ignored Range; the origin gave the rest.
+        assert "a 200 to a Range request" in reasons["fewer.mp4"]
+        assert wait_for(lambda: [x["range"] for x in origin.log_lines()
+                                 if x["object"] == "fewer.mp4" and x["status"] == 206]
+                        or None) == ["bytes=1000-"]
+        assert "redirect" in reasons["loop.mp4"]
+        assert "Content-Range" in reasons["range.mp4"]
+        assert held(app) == {oid: ("hdd", digest_bytes(data))
+                             for oid in ("more.mp4", "fewer.mp4", "loop.mp4", "range.mp4")}
+        assert leftovers(app) == []
+    finally:
+        liar.kill()
+        liar.wait()
+
+
+class _Breaking:
+    """A stream of *data* that fails after *n* bytes (a dropped connection)."""
+
+    def __init__(self, data: bytes, n: int):
+        self.data, self.n, self.pos = data, n, 0
+
+    def readinto(self, buf) -> int:
+        if self.pos >= self.n:
+            raise ConnectionResetError("dropped")
+        k = min(len(buf), self.n - self.pos)
+        buf[:k] = self.data[self.pos:self.pos + k]
+        self.pos += k
+        return k
