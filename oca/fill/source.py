@@ -10,7 +10,9 @@ thread and per source.
 Client: the standard library's ``http.client`` rather than aiohttp or httpx: the store's
 ingest (``Store.put_stream``) is blocking (it fsyncs) and reads with ``readinto``, which
 ``http.client`` serves from the socket into the caller's buffer without an intermediate
-``bytes`` per chunk; transfers run in threads, N at once.
+``bytes`` per chunk; transfers run in threads, N at once. Measured (bench/fill/clients.py,
+bench/RESULTS.md): 828 MiB/s one at a time and 1,608 four at once, against aiohttp's 793
+and 668 and httpx's 360 and 496, with the least CPU.
 """
 
 from __future__ import annotations
