@@ -270,26 +270,18 @@ def _fill(file: Path, raw: Any) -> FillConfig:
             s.fail("must not be empty", "manifest_url")
         kw["manifest_url"] = (url if url.startswith(("http://", "https://"))
                               else str(_resolve(file.parent, url)))
-    window = s.get("window", str)
-    if window is not None:
-        try:
-            kw["window"] = parse_window(window)
-        except ValueError as e:
-            s.fail(str(e), "window")
-    rate = s.get("max_rate", (str, int, float))
-    if rate is not None:
-        try:
-            kw["max_rate"] = parse_rate(rate)
-        except ValueError as e:
-            s.fail(str(e), "max_rate")
-    poll = s.get("poll_interval", (str, int, float))
-    if poll is not None:
-        try:
-            kw["poll_interval"] = parse_duration(poll)
-        except ValueError as e:
-            s.fail(str(e), "poll_interval")
-        if not 0.1 <= kw["poll_interval"] <= 86400:
-            s.fail(f"must be between 0.1s and 1d, not {poll!r}", "poll_interval")
+    for key, kinds, parse in (("window", str, parse_window),
+                              ("max_rate", (str, int, float), parse_rate),
+                              ("poll_interval", (str, int, float), parse_duration)):
+        value = s.get(key, kinds)
+        if value is not None:
+            try:
+                kw[key] = parse(value)
+            except ValueError as e:
+                s.fail(str(e), key)
+    if not 0.1 <= kw.get("poll_interval", 300.0) <= 86400:
+        s.fail(f"must be between 0.1s and 1d, not {s.table['poll_interval']!r}",
+               "poll_interval")
     parallel = s.get("parallel", int)
     if parallel is not None:
         if not 1 <= parallel <= 256:
