@@ -7,9 +7,11 @@ Two formats (docs/fill-simulate.md):
   ``bytes`` what the request sent (default ``size``). Other columns are ignored. With a
   catalog, ``size`` may be left out (the catalog's is used). Plain or ``.gz``.
 * **Access-log JSONL** (the appliance's own log, ``oca serve``): ``ts``, ``object``,
-  ``status``, ``bytes``; needs the catalog for object sizes. Only 200 and 206 answers are
-  requests for bytes; other statuses, malformed lines and objects the catalog does not
-  know are skipped and counted (as the planner's log reader does).
+  ``status``, ``bytes``, ``range``, ``scope``; needs the catalog for object sizes. Lines
+  count as the planner's log reader counts demand: malformed lines (a non-string
+  ``scope`` among them), fill traffic (``scope`` ``"fill"``: copies between appliances,
+  not views), other statuses, lines without an object and objects the catalog does not
+  know are skipped and counted in ``Trace.skipped``.
 
 Requests come back in time order (a stable sort, when the file was not). Objects are
 numbered like the planner's catalog: by sorted id. Errors in a CSV trace name the file,
@@ -48,6 +50,11 @@ _NOT_MODIFIED = 304
 # One range, RFC 9110 14.1.2: first-last, first- or -suffix. A list of ranges does not
 # match and counts as the whole object, as in fill/logs.py.
 _RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
+
+# polars writes a non-string value into a String column as its JSON text (5 -> "5", true
+# -> "true", [1] -> "[1]"). A scope that could be such a text is read again with json to
+# tell which it was (the rule of fill/logs.py's fast path).
+_NOT_A_STRING = r"^(?:true|false|[-0-9\[{])"
 
 _ROWS_PER_CHUNK = 1 << 20
 
@@ -372,11 +379,13 @@ def _asked(rng: object, size: int) -> int:
 def _read_jsonl(path: Path, catalog: Catalog) -> Trace:
     import polars as pl
 
+    from fill.logs import FILL_SCOPE
+
     numbers = pl.DataFrame({"object": pl.Series(catalog.ids.tolist(), dtype=pl.String),
                             "n": np.arange(len(catalog), dtype=np.int64)})
     sizes = catalog.size
     ts_parts, obj_parts, bytes_parts = [], [], []
-    skipped = {"malformed": 0, "status": 0, "no_object": 0, "unknown_object": 0}
+    skipped = {"malformed": 0, "fill": 0, "status": 0, "no_object": 0, "unknown_object": 0}
     try:
         for df in _jsonl_frames(path):
             ts = df["ts"].fill_null(np.nan).to_numpy()
@@ -384,14 +393,20 @@ def _read_jsonl(path: Path, catalog: Catalog) -> Trace:
             sent = df["bytes"].fill_null(-1).to_numpy()
             bad = np.isnan(ts) | (status == _MISSING) | (sent < 0)
             skipped["malformed"] += int(bad.sum())
-            none = ~bad & df["object"].is_null().to_numpy()
+            valid = ~bad
+            scope = df["scope"]
+            if scope.null_count() < len(scope):  # no scope on viewer lines: most logs
+                fill = valid & (scope == FILL_SCOPE).fill_null(False).to_numpy()
+                skipped["fill"] += int(fill.sum())
+                valid &= ~fill
+            none = valid & df["object"].is_null().to_numpy()
             skipped["no_object"] += int(none.sum())
             obj = (df.select("object").join(numbers, on="object", how="left",
                                             maintain_order="left")["n"]
                    .fill_null(-1).to_numpy())
-            unknown = ~bad & ~none & (obj < 0)
+            unknown = valid & ~none & (obj < 0)
             skipped["unknown_object"] += int(unknown.sum())
-            ok = ~bad & ~none & ~unknown
+            ok = valid & ~none & ~unknown
             served = ok & np.isin(status, _SERVED)
             wanted = ok & np.isin(status, _WANTED)
             not_modified = ok & (status == _NOT_MODIFIED)
@@ -426,13 +441,13 @@ _JSONL_BLOCK = 64 << 20  # uncompressed bytes parsed at a time
 
 
 def _jsonl_frames(path: Path):
-    """Frames of (ts, object, status, bytes, range), a block of lines at a time, a
+    """Frames of (ts, object, status, bytes, range, scope), a block of lines at a time, a
     malformed line as a row with null ts. polars parses a block (the reading of
     fill/logs.py); a block it rejects is parsed line by line with the json module."""
     import polars as pl
 
     schema = {"ts": pl.Float64, "object": pl.String, "status": pl.Int64, "bytes": pl.Int64,
-              "range": pl.String}
+              "range": pl.String, "scope": pl.String}
     opener = gzip.open if _is_gzip(path) else open
     with opener(path, "rb") as f:
         carry = b""
@@ -445,12 +460,45 @@ def _jsonl_frames(path: Path):
                 cut = data.rfind(b"\n") + 1
                 data, carry = data[:cut], data[cut:]
             if data.strip():
-                try:
-                    yield pl.read_ndjson(data, schema=schema)
-                except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
-                    yield pl.DataFrame(_jsonl_rows(data), schema=schema, orient="row")
+                frame = _jsonl_polars(data, schema)
+                if frame is None:
+                    frame = pl.DataFrame(_jsonl_rows(data), schema=schema, orient="row")
+                yield frame
             if not piece:
                 return
+
+
+def _jsonl_polars(data: bytes, schema: dict):
+    """polars' rows of *data* by the rules of _jsonl_rows, or None when polars rejects the
+    block. A row whose scope may not have been a string (_NOT_A_STRING; none in logs of
+    viewer and fill lines) is read again by _jsonl_rows, and made malformed (ts null) when
+    that says so."""
+    import polars as pl
+
+    try:
+        frame = pl.read_ndjson(data, schema=schema)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        return None
+    scope = frame["scope"]
+    if scope.null_count() == len(scope):
+        return frame
+    doubt = np.flatnonzero(scope.str.contains(_NOT_A_STRING).fill_null(False).to_numpy())
+    if not doubt.size:
+        return frame
+    # polars skips lines of JSON whitespace and makes one row of every other line; should
+    # a block ever not match that, the json module reads it all.
+    lines = [line for line in data.split(b"\n") if line.strip(b" \t\r")]
+    if len(lines) != frame.height:
+        return None
+    again = _jsonl_rows(b"\n".join(lines[i] for i in doubt.tolist()))
+    if len(again) != doubt.size:
+        return None
+    bad = np.zeros(frame.height, dtype=bool)
+    bad[doubt] = [row[0] is None for row in again]
+    if not bad.any():
+        return frame
+    return frame.with_columns(
+        pl.when(pl.Series(bad)).then(None).otherwise(pl.col("ts")).alias("ts"))
 
 
 def _is_gzip(path: Path) -> bool:
@@ -459,6 +507,9 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _jsonl_rows(data: bytes) -> list[tuple]:
+    """The rows of _jsonl_frames read line by line with json; a malformed line (not a JSON
+    object; ts, status or bytes missing or of the wrong kind; object or scope neither a
+    string nor null) is a row of nulls."""
     rows = []
     for line in data.split(b"\n"):
         if not line.strip():
@@ -466,14 +517,16 @@ def _jsonl_rows(data: bytes) -> list[tuple]:
         try:
             rec = json.loads(line)
             t, o, st, b = rec.get("ts"), rec.get("object"), rec.get("status"), rec.get("bytes")
+            s = rec.get("scope")
             if (isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t)
                     or isinstance(st, bool) or not isinstance(st, int) or abs(st) >= 1 << 63
                     or isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < 1 << 63
-                    or not (o is None or isinstance(o, str))):
+                    or not (o is None or isinstance(o, str))
+                    or not (s is None or isinstance(s, str))):
                 raise ValueError
         except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
-            rows.append((None, None, None, None, None))
+            rows.append((None,) * 6)
             continue
         r = rec.get("range")
-        rows.append((float(t), o, st, b, r if isinstance(r, str) else None))
+        rows.append((float(t), o, st, b, r if isinstance(r, str) else None, s))
     return rows

@@ -391,6 +391,110 @@ def test_access_log(tmp_path: Path):
         read_trace(p)
 
 
+@pytest.fixture(params=["polars", "json module"])
+def log_reader(request, monkeypatch):
+    """Both access-log readers: polars (with its second look at scopes that may not have
+    been strings) on every block, and the json module line by line. Blocks of 1 KiB, so
+    a log spans many."""
+    monkeypatch.setattr(tr, "_JSONL_BLOCK", 1024)
+    if request.param == "json module":
+        monkeypatch.setattr(tr, "_jsonl_polars", lambda data, schema: None)
+    else:
+        polars = tr._jsonl_polars
+
+        def every_block(data, schema):
+            frame = polars(data, schema)
+            assert frame is not None, "polars rejected a block: the test misses its path"
+            return frame
+
+        monkeypatch.setattr(tr, "_jsonl_polars", every_block)
+    return read_trace
+
+
+def write_jsonl(path: Path, lines: list[dict | str]) -> Path:
+    """*lines* as JSON lines (a str is written as it is: blank lines, CRLF); gzip for .gz."""
+    text = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines)
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_access_log_fill_lines_are_not_requests(tmp_path: Path, log_reader):
+    """Lines of scope "fill" (copies between appliances, not views) are skipped and counted
+    whatever their object and status: a log with them gives the Trace of the log without
+    them. A scope absent, null or any other string is a viewer's request."""
+    cat = catalog_of(["a", "b", "c"], [20, 10, 30])
+    rng = np.random.default_rng(3)
+    objects = ["a", "b", "c", "zz", None]
+    statuses = [200, 206, 302, 304, 404, 416, 503]
+    ranges = [None, "bytes=0-3", "bytes=-5", "bytes=4-"]
+    viewer_scopes = [None, "viewer", "FILL", "fill ", "", "5", "true", "[x", "-"]
+
+    def line(i: int) -> dict:
+        return {"ts": float(rng.integers(0, 1000)), "appliance": f"a{i % 3}",
+                "object": objects[rng.integers(len(objects))],
+                "status": statuses[rng.integers(len(statuses))],
+                "bytes": int(rng.integers(0, 40)), "range": ranges[rng.integers(len(ranges))]}
+
+    viewer = []
+    for i in range(400):
+        x = line(i)
+        if i % 4:  # a quarter without scope, as oca serve writes viewer lines
+            x["scope"] = viewer_scopes[rng.integers(len(viewer_scopes))]
+        viewer.append(x)
+    fill = [{**line(i), "scope": "fill"} for i in range(150)]
+    mixed: list[dict | str] = list(viewer)
+    for x in fill:  # anywhere, in time and in the file
+        mixed.insert(int(rng.integers(len(mixed) + 1)), x)
+    mixed[7] = json.dumps(mixed[7]) + "\r"  # CRLF
+    for blank in ["", "   ", "\t", "\r"]:
+        mixed.insert(int(rng.integers(len(mixed) + 1)), blank)
+
+    plain = log_reader(write_jsonl(tmp_path / "viewer.jsonl", viewer), cat)
+    both = log_reader(write_jsonl(tmp_path / "both.jsonl.gz", mixed), cat)
+    assert len(plain) > 150
+    assert {"status", "no_object", "unknown_object"} <= plain.skipped.keys()
+    for name in ("ts", "obj", "bytes"):
+        assert getattr(both, name).tolist() == getattr(plain, name).tolist(), name
+    assert both.catalog is plain.catalog is cat and both.not_in_catalog == 0
+    assert both.skipped == {**plain.skipped, "fill": len(fill)}
+
+    # The count reaches what simulate reports, and a log of fill traffic alone is no trace.
+    r = run(both, 40, "0")
+    assert r["skipped_lines"] == both.skipped
+    assert f"'fill': {len(fill)}" in sim.format_text(r)
+    with pytest.raises(InputError, match=f"no request .*'fill': {len(fill)}"):
+        log_reader(write_jsonl(tmp_path / "fill.jsonl", fill), cat)
+
+
+def test_access_log_scope_not_a_string_is_malformed(tmp_path: Path, log_reader):
+    """A scope that is a number, true/false, a list or an object makes the line malformed
+    (polars reads it as text: "5", "true", "[1]"); the same texts as JSON strings are
+    viewers' requests. A fill line that is malformed otherwise counts as malformed."""
+    cat = catalog_of(["a"], [20])
+    not_strings = [5, -1.5, 1e5, 0, True, False, [1], [], ["fill"], {"a": 1}, {}]
+    strings = ["5", "-1.5", "1e5", "0", "true", "false", "[1]", "[]", "{}", "", "viewer"]
+    lines: list[dict | str] = []
+    requests = []
+    blanks = ["", "  ", "\t"]
+    for i, (bad, good) in enumerate(zip(not_strings, strings, strict=True)):
+        lines.append({"ts": 2.0 * i, "object": "a", "status": 200, "bytes": 1, "scope": bad})
+        lines.append(blanks[i % 3])  # rows of polars are not lines of the file
+        lines.append({"ts": 2.0 * i + 1, "object": "a", "status": 200, "bytes": 1,
+                      "scope": good})
+        requests.append(2.0 * i + 1)
+    lines += [{"ts": 100.0, "object": "a", "status": 200, "bytes": 1, "scope": None},
+              {"ts": 101.0, "object": "a", "status": 200, "bytes": 1, "scope": "fill"},
+              {"ts": 102.0, "object": "a", "status": 200, "bytes": -1, "scope": "fill"},
+              {"ts": 103.0, "object": "a", "status": 200, "bytes": 1}]
+    t = log_reader(write_jsonl(tmp_path / "access.jsonl", lines), cat)
+    assert t.ts.tolist() == requests + [100.0, 103.0]
+    assert t.skipped == {"malformed": len(not_strings) + 1, "fill": 1}
+
+
 # ------------------------------------------------------------------- the real pipeline
 
 
@@ -431,14 +535,21 @@ def test_history_demand_equals_the_log_reader(tmp_path: Path):
     status[0] = status[-1] = 200
     ranges = rng.choice([None, "bytes=10-49", "bytes=-30", "bytes=500-", "bytes=0-1,5-9"], n)
     sent = (cat.size[obj] * rng.uniform(0, 1, n)).astype(int)
+    lines = [json.dumps({"ts": t, "appliance": sim.APPLIANCE, "object": ids[o],
+                         "status": int(st), "bytes": int(b) if st in (200, 206) else 0,
+                         "range": r})
+             for t, o, st, b, r in zip(ts.tolist(), obj, status, sent, ranges, strict=True)]
+    n_fill = 90  # fill traffic: no demand for either reader
+    for t, o, st in zip(rng.uniform(-day, 5 * day, n_fill).round(3).tolist(),
+                        rng.integers(0, 13, n_fill), rng.choice([200, 206, 416], n_fill),
+                        strict=True):
+        lines.insert(int(rng.integers(len(lines) + 1)), json.dumps(
+            {"ts": t, "appliance": sim.APPLIANCE, "object": f"o{o:02d}", "status": int(st),
+             "bytes": 7, "range": None, "scope": "fill"}))
     log = tmp_path / "access.jsonl"
-    log.write_text("".join(
-        json.dumps({"ts": t, "appliance": sim.APPLIANCE, "object": ids[o], "status": int(st),
-                    "bytes": int(b) if st in (200, 206) else 0, "range": r}) + "\n"
-        for t, o, st, b, r in zip(ts.tolist(), obj, status, sent, ranges, strict=True)),
-        encoding="utf-8")
+    log.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
     trace = read_trace(log, cat)
-    assert trace.skipped == {"status": int((status == 416).sum())}
+    assert trace.skipped == {"status": int((status == 416).sum()), "fill": n_fill}
     _, topology = sim._one_appliance(1000)
     now = 4.5 * day
     want = read_demand([log], cat, topology, now, day, day / 4)
@@ -449,7 +560,8 @@ def test_history_demand_equals_the_log_reader(tmp_path: Path):
         assert getattr(got, name) == pytest.approx(getattr(want, name)[mine], rel=1e-12), name
     assert got.first_day.tolist() == want.first_day.tolist()
     assert (got.start_ts, got.end_ts) == (want.start_ts, want.end_ts)
-    assert got.lines == want.lines - want.ignored_status
+    assert got.lines == want.lines - want.ignored_status - want.fill_lines
+    assert want.fill_lines == n_fill
 
 
 
