@@ -555,3 +555,34 @@ class _Breaking:
         buf[:k] = self.data[self.pos:self.pos + k]
         self.pos += k
         return k
+
+
+def test_the_manifest_can_come_over_http(tmp_path, origin):
+    """MANIFEST may be an http URL (the planner's server); one that is not there is an
+    operational error (exit 1) naming it."""
+    (tmp_path / "www").mkdir()
+    mf = manifest(tmp_path / "www" / "a1.json", [("b.mp4", "flash", "origin", 0)],
+                  sources={"origin": origin.base}, upstream=["origin"])
+    port_file = tmp_path / "port"
+    web = subprocess.Popen(
+        [sys.executable, "-c",
+         "import http.server, functools, sys\n"
+         "h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n"
+         "h.func.log_message = lambda *a: None\n"
+         "s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n"
+         "open(sys.argv[2], 'w').write(str(s.server_port))\n"
+         "s.serve_forever()\n", str(mf.parent), str(port_file)])
+    try:
+        port = wait_for(lambda: port_file.exists() and port_file.read_text().strip() or None)
+        app = target(tmp_path / "a1")
+        r = app.oca("fill", "apply", f"http://127.0.0.1:{port}/a1.json", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["added"] == 1
+        assert held(app) == want(("b.mp4", "flash"))
+        r = app.oca("fill", "apply", f"http://127.0.0.1:{port}/a9.json")
+        assert r.returncode == 1
+        assert r.stderr.strip() == (f"oca: error: manifest http://127.0.0.1:{port}/a9.json: "
+                                    "HTTP 404 File not found")
+    finally:
+        web.kill()
+        web.wait()
