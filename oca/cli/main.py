@@ -201,6 +201,9 @@ def _fill_line(fill: dict | None) -> str:
     s = fill.get("summary")
     if fill["state"] == "running":
         return f"fill: running since {when} (pid {fill['pid']}), manifest {fill['manifest']}"
+    if fill["state"] == "interrupted":
+        return (f"fill: interrupted (started {when}, pid {fill['pid']} gone); the next run "
+                "resumes it")
     if s is None:
         return f"fill: {fill['state']} at {when}: {fill.get('error', 'no summary')}"
     return (f"fill: {fill['state']} at {when}: added {s['added']}, moved {s['moved']}, "

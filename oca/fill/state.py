@@ -9,7 +9,8 @@ applied twice).
      "summary": {...} | null, "applied_generated": TS | null}
 
 ``applied_generated`` is the ``generated`` of the newest manifest applied in full (its
-summary ``ok``); it survives the runs that follow.
+summary ``ok``); it survives the runs that follow. Read back, a ``running`` state whose
+process is gone is ``interrupted``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,28 @@ def path(config: Config) -> Path:
 
 
 def read(config: Config) -> dict | None:
-    """The state, or None when no fill has run (or the file is unreadable)."""
+    """The state, or None when no fill has run (or the file is unreadable). A fill whose
+    process is gone while its state says running (killed: SIGKILL, a crash, a reboot) is
+    ``interrupted``: what it got is kept, and the next run resumes it."""
     try:
-        return json.loads(path(config).read_text())
+        state = json.loads(path(config).read_text())
     except (OSError, ValueError):
         return None
+    if state.get("state") == "running" and not _alive(state.get("pid")):
+        state["state"] = "interrupted"
+    return state
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write(config: Config, state: dict) -> None:

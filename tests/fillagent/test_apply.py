@@ -296,6 +296,9 @@ def test_a_fill_killed_mid_object_resumes_with_range(tmp_path, origin):
         proc.wait()
     got = partial()
     assert got and 0 < got < len(OBJECTS["a.mp4"])
+    state = json.loads(app.oca("fill", "status", "--json").stdout)
+    assert state["state"] == "interrupted"
+    assert "fill: interrupted" in app.oca("fill", "status").stdout
     assert held(app) == {}
     r = app.oca("fill", "apply", str(mf), "--json")
     assert r.returncode == 0, r.stderr
