@@ -86,6 +86,37 @@ class FillConfig:
 
 
 @dataclass(frozen=True)
+class SteeringPath:
+    """One ``[[steering.path]]``: the next hop of one upstream mode and what probes it."""
+
+    mode: str  # isp-backbone | netflix-backbone | backbone-oca
+    gateway: str  # an IP address
+    device: str
+    probe: tuple[str, ...]  # http URLs of an address inside the origin prefixes
+    source: str | None = None  # pins the probes to this path (a source-address rule)
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """``[steering]``: off (no role) when there is no such table."""
+
+    enabled: bool = False
+    interval: float = 1.0
+    window: int = 10
+    down_after: int = 3
+    margin_loss: float = 0.02
+    margin_rtt: float = 0.2
+    consecutive: int = 3
+    hold_down: float = 30.0
+    preference: tuple[str, ...] = ("netflix-backbone", "isp-backbone", "backbone-oca")
+    prefixes: tuple[str, ...] = ()
+    table: int = 100
+    rule_priority: int = 1000
+    origin_url: str | None = None
+    paths: tuple[SteeringPath, ...] = ()
+
+
+@dataclass(frozen=True)
 class DiskConfig:
     """One ``[[store.disk]]``: a mounted filesystem that belongs to one tier."""
 
@@ -113,6 +144,7 @@ class Config:
     store: StoreConfig
     auth: AuthConfig = AuthConfig()
     fill: FillConfig = FillConfig()
+    steering: SteeringConfig = SteeringConfig()
 
 
 class _Section:
@@ -291,6 +323,115 @@ def _fill(file: Path, raw: Any) -> FillConfig:
     return FillConfig(**kw)
 
 
+STEERED_MODES = ("isp-backbone", "netflix-backbone", "backbone-oca")
+"""The upstream modes a [[steering.path]] may name (isp-direct needs no path)."""
+RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local
+
+
+def _steering(file: Path, raw: Any) -> SteeringConfig:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    s = _Section(file, "steering", raw)
+    kw: dict[str, Any] = {"enabled": True}
+    for key in ("interval", "hold_down"):
+        value = s.get(key, (str, int, float))
+        if value is not None:
+            try:
+                kw[key] = parse_duration(value)
+            except ValueError as e:
+                s.fail(str(e), key)
+    if not 0.05 <= kw.get("interval", 1.0) <= 60:
+        s.fail("must be between 50ms and 60s", "interval")
+    for key, low, high in (("window", 2, 1000), ("down_after", 1, 3), ("consecutive", 1, 100),
+                           ("table", 1, 2**31 - 1), ("rule_priority", 1, 32765)):
+        value = s.get(key, int)
+        if value is not None:
+            if not low <= value <= high:
+                s.fail(f"must be between {low} and {high}, not {value}", key)
+            kw[key] = value
+    if kw.get("down_after", 3) > kw.get("window", 10):
+        s.fail("must not exceed window", "down_after")
+    if kw.get("table", 100) in RESERVED_TABLES:
+        s.fail(f"{kw['table']} is a table of the kernel's (local, main, default)", "table")
+    for key in ("margin_loss", "margin_rtt"):
+        value = s.get(key, (int, float))
+        if value is not None:
+            if not 0 <= value < 1:
+                s.fail(f"must be a fraction from 0 to below 1, not {value}", key)
+            kw[key] = float(value)
+    pref = s.get("preference", list)
+    if pref is not None:
+        for mode in pref:
+            if mode not in STEERED_MODES:
+                s.fail(f"unknown mode {mode!r} (expected {', '.join(STEERED_MODES)})",
+                       "preference")
+        if len(set(pref)) != len(pref):
+            s.fail("names a mode twice", "preference")
+        kw["preference"] = tuple(pref)
+    prefixes = s.get("prefixes", list, required=True)
+    nets = []
+    for text in prefixes:
+        try:
+            nets.append(ipaddress.ip_network(text, strict=True))
+        except (TypeError, ValueError) as e:
+            s.fail(f"not an address prefix: {text!r} ({e})", "prefixes")
+    if not nets:
+        s.fail("at least one origin prefix is needed", "prefixes")
+    kw["prefixes"] = tuple(str(n) for n in nets)
+    origin_url = s.get("origin_url", str)
+    if origin_url is not None:
+        if not origin_url.startswith(("http://", "https://")):
+            s.fail(f"must be an http(s) URL, not {origin_url!r}", "origin_url")
+        kw["origin_url"] = origin_url.rstrip("/")
+    raw_paths = s.get("path", list, required=True)
+    s.finish()
+    paths: list[SteeringPath] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(raw_paths):
+        d = _Section(file, f"steering.path[{i}]", entry)
+        mode = d.get("mode", str, required=True)
+        if mode not in STEERED_MODES:
+            d.fail(f"unknown mode {mode!r} (expected one of {', '.join(STEERED_MODES)}; "
+                   "isp-direct needs no path)", "mode")
+        if mode in seen:
+            d.fail(f"a second path for {mode} (also steering.path[{seen[mode]}])", "mode")
+        seen[mode] = i
+        addrs = {}
+        for key in ("gateway", "source"):
+            value = d.get(key, str, required=key == "gateway")
+            if value is not None:
+                try:
+                    addrs[key] = str(ipaddress.ip_address(value))
+                except ValueError:
+                    d.fail(f"not an IP address: {value!r}", key)
+        device = d.get("device", str, required=True)
+        if not device or len(device) > 15 or "/" in device or " " in device:
+            d.fail(f"not a network device name: {device!r}", "device")
+        probe = d.get("probe", (str, list), required=True)
+        targets = [probe] if isinstance(probe, str) else probe
+        if not targets:
+            d.fail("at least one probe URL is needed", "probe")
+        for url in targets:
+            u = urlsplit(url) if isinstance(url, str) else None
+            try:
+                host = ipaddress.ip_address((u.hostname or "") if u else "")
+            except ValueError:
+                host = None
+            if u is None or u.scheme not in ("http", "https") or host is None:
+                d.fail(f"must be an http(s) URL of an IP address, not {url!r}", "probe")
+            if not any(host in n for n in nets):
+                d.fail(f"{url!r} is outside the origin prefixes "
+                       f"({', '.join(kw['prefixes'])})", "probe")
+        d.finish()
+        paths.append(SteeringPath(mode, addrs["gateway"], device, tuple(targets),
+                                  addrs.get("source")))
+    if not paths:
+        s.fail("at least one [[steering.path]] is needed", "path")
+    kw["paths"] = tuple(paths)
+    return SteeringConfig(**kw)
+
+
 def _store(file: Path, raw: Any) -> StoreConfig:
     s = _Section(file, "store", raw)
     base = file.parent
@@ -358,7 +499,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
     file = file.absolute()
     top = _Section(file, "", raw)
-    top.used.update({"server", "store", "auth", "fill"})
+    top.used.update({"server", "store", "auth", "fill", "steering"})
     top.finish()
     if "store" not in raw:
         raise ConfigError(f"{file}: store: missing (required) [store] section")
@@ -368,6 +509,7 @@ def load_config(path: str | os.PathLike) -> Config:
         store=_store(file, raw["store"]),
         auth=_auth(file, raw.get("auth", {})),
         fill=_fill(file, raw.get("fill", {})),
+        steering=_steering(file, raw["steering"]) if "steering" in raw else SteeringConfig(),
     )
 
 

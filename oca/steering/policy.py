@@ -183,3 +183,11 @@ def decide(state: State, healths: Mapping[str, Health], now: float, settings: Se
             else f"hold-down: {held:.0f} of {settings.hold_down:.0f} s")
     return Decision(new, False, "hold",
                     f"steering: stay {state.mode} (hold): {best} better, {wait} [{figures}]")
+
+
+def settings_from(config) -> Settings:
+    """The policy's settings from ``[steering]`` (oca.config.SteeringConfig)."""
+    return Settings(window=config.window, down_after=config.down_after,
+                    margin_loss=config.margin_loss, margin_rtt=config.margin_rtt,
+                    consecutive=config.consecutive, hold_down=config.hold_down,
+                    preference=config.preference)
