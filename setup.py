@@ -74,6 +74,7 @@ setup(
         "polars>=1.0",  # oca-fill: streaming JSONL access logs and the catalog CSV, in Rust
         "isal>=1.6",  # oca-fill: ISA-L inflates gzip access logs 2.7x as fast as zlib
         "distributed>=2024.1",  # oca-fill plan --dask: sites on a Dask cluster (and tests)
+        "pyroute2>=0.9",  # steering: routes and rules of ours over netlink
     ],
     extras_require={
         "test": [
