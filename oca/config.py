@@ -106,6 +106,7 @@ class SteeringConfig:
     down_after: int = 3
     margin_loss: float = 0.02
     margin_rtt: float = 0.2
+    margin_rtt_ms: float = 1.0
     consecutive: int = 3
     hold_down: float = 30.0
     preference: tuple[str, ...] = ("netflix-backbone", "isp-backbone", "backbone-oca")
@@ -360,6 +361,11 @@ def _steering(file: Path, raw: Any) -> SteeringConfig:
             if not 0 <= value < 1:
                 s.fail(f"must be a fraction from 0 to below 1, not {value}", key)
             kw[key] = float(value)
+    value = s.get("margin_rtt_ms", (int, float))
+    if value is not None:
+        if not 0 <= value <= 10000:
+            s.fail(f"must be milliseconds from 0 to 10000, not {value}", "margin_rtt_ms")
+        kw["margin_rtt_ms"] = float(value)
     pref = s.get("preference", list)
     if pref is not None:
         for mode in pref:

@@ -437,6 +437,74 @@ def cmd_fill_status(args) -> int:
     return EXIT_OK
 
 
+def _steering_config(args) -> Config:
+    config = _config(args)
+    if not config.steering.enabled:
+        raise UsageError(f"{config.path}: no [steering] section")
+    return config
+
+
+def cmd_steer_run(args) -> int:
+    from ..steering.loop import SteeringLoop, preflight
+
+    config = _steering_config(args)
+    preflight(config)
+    return SteeringLoop(config, dry_run=args.dry_run).run()
+
+
+def cmd_steer_status(args) -> int:
+    from ..steering.loop import read_force, read_state
+
+    config = _steering_config(args)
+    st = read_state(config)
+    if st is not None:
+        st = {**st, "forced": read_force(config)}
+    if args.json:
+        _print_json(st)
+        return EXIT_OK
+    if st is None:
+        print("steering: no state yet (not run on this appliance)")
+        return EXIT_OK
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"]))
+    print(f"mode {st['mode']} since {since}: {st['reason']}")
+    if st["forced"]:
+        until = time.strftime("%H:%M:%S", time.localtime(st["forced"]["until"]))
+        print(f"forced by an operator to {st['forced']['mode']} until {until}")
+    for mode, h in sorted(st["paths"].items()):
+        rtt = "-" if h["rtt_ms"] is None else f"{h['rtt_ms']:.1f} ms"
+        print(f"  {mode:17} {'up' if h['up'] else 'DOWN':4}  loss {h['loss']:.0%}  rtt {rtt}")
+    return EXIT_OK
+
+
+def cmd_steer_force(args) -> int:
+    from ..steering.loop import force
+    from ..steering.policy import MODES
+
+    config = _steering_config(args)
+    if args.mode not in MODES:
+        raise UsageError(f"unknown mode {args.mode!r} (expected one of {', '.join(MODES)})")
+    if args.mode != "isp-direct" and args.mode not in {p.mode for p in config.steering.paths}:
+        raise UsageError(f"mode {args.mode} has no [[steering.path]]")
+    try:
+        seconds = parse_duration(args.for_)
+    except ValueError as e:
+        raise UsageError(f"--for: {e}") from None
+    if not 1 <= seconds <= 7 * 86400:
+        raise UsageError("--for: between 1s and 7d")
+    f = force(config, args.mode, seconds)
+    print(f"steering forced to {args.mode} until "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(f['until']))}")
+    return EXIT_OK
+
+
+def cmd_steer_release(args) -> int:
+    from ..steering.loop import release
+
+    config = _steering_config(args)
+    print("steering override released" if release(config) else "no steering override")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="oca", description="Operate an oca CDN appliance.")
     p.add_argument("-c", "--config", metavar="FILE",
@@ -527,6 +595,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("status", cmd_fill_status, "the running or last fill: state, result, bytes by "
              "source, failures", parent=fill_sub)
     sp.add_argument("--json", action="store_true")
+    steer = sub.add_parser("steer", help="steering among the network modes")
+    steer_sub = steer.add_subparsers(dest="steer_command", metavar="COMMAND", required=True,
+                                     parser_class=_Parser)
+    sp = add("run", cmd_steer_run, "run the steering loop alone (foreground)", parent=steer_sub)
+    sp.add_argument("--dry-run", action="store_true", help="decide and log, change no route")
+    sp = add("status", cmd_steer_status, "the mode, since when and why, per-path health",
+             parent=steer_sub)
+    sp.add_argument("--json", action="store_true")
+    sp = add("force", cmd_steer_force, "an operator override that expires by itself",
+             parent=steer_sub)
+    sp.add_argument("mode")
+    sp.add_argument("--for", dest="for_", default="10m", metavar="DURATION",
+                    help="how long (default 10m)")
+    add("release", cmd_steer_release, "end an operator override", parent=steer_sub)
     sp = add("sign", cmd_sign, "print a signed viewer URL for object ID ([auth] key_file)")
     sp.add_argument("id")
     sp.add_argument("--ttl", default="1h", help="how long the URL is good (default: 1h)")

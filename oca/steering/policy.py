@@ -15,9 +15,10 @@ Rules, in order:
    passed since the last switch: under flapping, at most one voluntary switch per
    hold-down.
 
-"Best": reachable first, then lower loss, then lower RTT (median), the preference order
-breaking ties. "Beats by the margin": loss lower by more than ``margin_loss``, or loss
-within it and RTT lower by more than ``margin_rtt`` (a fraction of the current RTT).
+"Best": reachable first, then lower loss, then lower RTT (median), each compared with
+its margin; the preference order breaks what the margins call a tie. "Beats by the
+margin": loss lower by more than ``margin_loss``, or loss within it and RTT lower by more
+than ``margin_rtt`` (a fraction of the current RTT) and by more than ``margin_rtt_ms``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Settings:
     down_after: int = 3  # failed rounds in a row that make a path down (at most 3)
     margin_loss: float = 0.02  # a better loss by more than this is better
     margin_rtt: float = 0.2  # else a better RTT by more than this fraction of the current
+    margin_rtt_ms: float = 1.0  # ... and by more than this many milliseconds
     consecutive: int = 3  # rounds in a row a better path must stay better
     hold_down: float = 30.0  # seconds after a switch before a voluntary one
     preference: tuple[str, ...] = ("netflix-backbone", "isp-backbone", "backbone-oca")
@@ -114,10 +116,17 @@ def health(probes: Sequence[Probe], settings: Settings) -> Health:
     return Health(up, loss, median, p95, len(recent))
 
 
-def _rank(mode: str, h: Health, settings: Settings) -> tuple:
-    return (not h.up, h.loss, h.rtt_ms if h.rtt_ms is not None else float("inf"),
-            settings.preference.index(mode) if mode in settings.preference
-            else len(settings.preference))
+def best_path(usable: Mapping[str, Health], settings: Settings) -> str:
+    """The best of the *usable* paths: in preference order, the first that no later one
+    beats by the margin (lower loss beyond ``margin_loss``, else lower RTT beyond
+    ``margin_rtt``); RTTs within the margin are a tie the preference breaks."""
+    order = sorted(usable, key=lambda m: settings.preference.index(m)
+                   if m in settings.preference else len(settings.preference))
+    best = order[0]
+    for mode in order[1:]:
+        if beats(usable[mode], usable[best], settings):
+            best = mode
+    return best
 
 
 def beats(a: Health, b: Health, settings: Settings) -> bool:
@@ -130,7 +139,8 @@ def beats(a: Health, b: Health, settings: Settings) -> bool:
         return False
     if a.rtt_ms is None or b.rtt_ms is None:
         return a.rtt_ms is not None and b.rtt_ms is None
-    return a.rtt_ms < b.rtt_ms * (1.0 - settings.margin_rtt)
+    return (a.rtt_ms < b.rtt_ms * (1.0 - settings.margin_rtt)
+            and b.rtt_ms - a.rtt_ms > settings.margin_rtt_ms)
 
 
 def _figures(healths: Mapping[str, Health]) -> str:
@@ -162,7 +172,7 @@ def decide(state: State, healths: Mapping[str, Health], now: float, settings: Se
     usable = {m: h for m, h in healths.items() if h.up and m in UPSTREAM_MODES}
     if not usable:
         return go(ISP_DIRECT, "no-path", "no upstream path is up")
-    best = min(usable, key=lambda m: _rank(m, usable[m], settings))
+    best = best_path(usable, settings)
     current = healths.get(state.mode)
     if state.mode == ISP_DIRECT or current is None or not current.up:
         why = ("a path is up again" if state.mode == ISP_DIRECT
@@ -189,5 +199,6 @@ def settings_from(config) -> Settings:
     """The policy's settings from ``[steering]`` (oca.config.SteeringConfig)."""
     return Settings(window=config.window, down_after=config.down_after,
                     margin_loss=config.margin_loss, margin_rtt=config.margin_rtt,
+                    margin_rtt_ms=config.margin_rtt_ms,
                     consecutive=config.consecutive, hold_down=config.hold_down,
                     preference=config.preference)

@@ -121,8 +121,13 @@ class Network:
         self.delays.write_text(json.dumps(d))
 
     def link(self, k: int, up: bool) -> None:
-        """Path k's link (app side) up or down."""
+        """Path k's link (app side) up or down. The kernel drops the routes through a link
+        that goes down; up again, the path's own table gets its route back, as the
+        host's network configuration would do (steering's routes are its own business)."""
         ip("-n", self.app, "link", "set", f"up{k}", "up" if up else "down")
+        if up:
+            ip("-n", self.app, "route", "replace", PREFIX, "via", f"10.{k}.0.1", "dev",
+               f"up{k}", "table", str(100 + k))
 
     def run_in_app(self, code: str, *args: str, timeout: float = 60) -> str:
         """Run Python *code* inside the app namespace; its stdout."""
