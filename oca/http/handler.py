@@ -45,13 +45,17 @@ class Handler:
     """The request header fields acted on, by lower-case name: the connection keeps only
     these (``conn.headers``); a request with none of them may take the plain-GET path."""
 
-    def __init__(self, objects, config, metrics, access_log, tokens=None, fill_tokens=None):
+    def __init__(self, objects, config, metrics, access_log, tokens=None, fill_tokens=None,
+                 steering=None):
         self.objects = objects
         self.metrics = metrics
         self.access_log = access_log
         self.logging = access_log is not None and access_log.enabled
         self.tokens = tokens
         self.fill_tokens = fill_tokens  # [auth] fill_key_file: fill requests' tokens
+        # The steering mode (oca.steering.board.Board) and where viewers go in isp-direct.
+        self.steering = steering
+        self.steering_origin = config.steering.origin_url if steering is not None else None
         self.origin = config.server.origin_url
         self.max_ranges = config.server.max_ranges
         self.appliance = config.server.name
@@ -147,6 +151,11 @@ class Handler:
                 return self._simple(302, name, keep_alive, oid, loc)
             return self._simple(404, name, keep_alive, oid)
         if obj is None:
+            if self.steering_origin and self._isp_direct():
+                # isp-direct: this box is bypassed; what it cannot serve, the origin does.
+                query = "" if q < 0 else url[q:].decode("latin-1")
+                loc = (("Location", f"{self.steering_origin}/o/{oid}{query}"),)
+                return self._simple(302, name, keep_alive, oid, loc)
             return self._simple(404, name, keep_alive, oid)
         head_only = method == b"HEAD"
         headers = conn.headers
@@ -262,14 +271,25 @@ class Handler:
         return Response(status, head if name == "HEAD" else head + text, None, 0, 0, None,
                         keep_alive, len(head), name, oid, asked, path)
 
+    def _isp_direct(self) -> bool:
+        got = self.steering.read() if self.steering is not None else None
+        return got is not None and got[0] == "isp-direct"
+
     def _health(self, keep_alive: bool, path: str) -> Response:
         healthy = self.objects.healthy
         status = "draining" if self.draining else "ok" if healthy else "no healthy disk"
-        body = json.dumps({
+        fields = {
             "status": status, "appliance": self.appliance, "draining": self.draining,
             "fastpath": _fastpath.IMPLEMENTATION, "pid": os.getpid(),
             "objects": len(self.objects.map), "disks": self.objects.disk_states,
-        }, sort_keys=True).encode() + b"\n"
+        }
+        if self.steering is not None:
+            got = self.steering.read()
+            mode, reason = got if got is not None else (None, "no decision yet")
+            fields["mode"], fields["reason"] = mode, reason
+            if mode == "isp-direct" and status == "ok":
+                status = fields["status"] = "isp-direct"
+        body = json.dumps(fields, sort_keys=True).encode() + b"\n"
         code = 200 if status == "ok" else 503
         head = format_head(code, (("Content-Type", "application/json"), *_NO_STORE),
                            len(body), keep_alive, current_date())

@@ -63,6 +63,10 @@ def prepare(config: Config) -> Prepared:
         load_key(config.auth.key_file)
     if config.auth.fill_key_file:
         load_key(config.auth.fill_key_file)
+    if config.steering.enabled:
+        from ..steering.loop import preflight
+
+        preflight(config)  # names the network does not have: usage errors, nothing started
     AccessLog(config.server.access_log, config.server.name).close()
     host, port = config.server.listen
     reservation = _bind(config, host, port, "server.listen", listen=False)

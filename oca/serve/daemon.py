@@ -22,6 +22,8 @@ from ..config import Config
 from ..fill import state as fill_state
 from ..fill.role import FillRole
 from ..http.metrics import MetricsArea
+from ..steering.board import Board
+from ..steering.loop import run_role as run_steering
 from .admin import AdminListener
 from .checks import Prepared, prepare, raise_fd_limit
 from .control import Control, Drain
@@ -41,6 +43,8 @@ class Daemon:
         self.prepared = prepared
         n = config.server.worker_count
         self.control = Control(n)
+        # The steering mode the workers' /health reports (mapped before any fork).
+        self.board = Board() if config.steering.enabled else None
         self.metrics = MetricsArea(n)
         self.started = time.time()
 
@@ -51,7 +55,7 @@ class Daemon:
                  stop_timeout=10.0),
             Role("worker",
                  lambda slot: Worker(cfg, slot, self.metrics.worker(slot), self.control,
-                                     p.feed_path, p.feed_sock).run(),
+                                     p.feed_path, p.feed_sock, self.board).run(),
                  count=cfg.server.worker_count,
                  # The new worker confirms the drain state it starts in; until then a
                  # drain waits for it.
@@ -60,7 +64,9 @@ class Daemon:
                  forward=(signal.SIGHUP,),
                  stop_timeout=cfg.server.shutdown_timeout + 5),
         ] + ([Role("fill", lambda slot: FillRole(cfg).run(), stop_timeout=15.0)]
-             if cfg.fill.manifest_url else [])
+             if cfg.fill.manifest_url else []) + (
+            [Role("steering", lambda slot: run_steering(cfg, self.board, self.control),
+                  stop_timeout=10.0)] if cfg.steering.enabled else [])
 
     def status(self) -> dict:
         cfg = self.config.server
@@ -71,6 +77,7 @@ class Daemon:
             "workers": sorted(self.supervisor.pids("worker")),
             "watcher": sorted(self.supervisor.pids("watcher")),
             "fill": sorted(self.supervisor.pids("fill")),
+            "steering": sorted(self.supervisor.pids("steering")),
             "worker_count": cfg.worker_count,
             "fastpath": _fastpath.IMPLEMENTATION,
             "draining": self.drain.draining, "drain_deadline": self.drain.deadline,

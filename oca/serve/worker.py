@@ -62,12 +62,13 @@ class Worker:
     """Set up in the child after fork; ``run()`` returns the exit code."""
 
     def __init__(self, config: Config, index: int, metrics, control, feed_path: str,
-                 feed_sock=None):
+                 feed_sock=None, steering=None):
         self.config = config
         self.index = index
         self.metrics = metrics
         self.control = control  # control.Control: the drain state and its confirmation
         self.feed_path = feed_path  # the store watcher's socket
+        self.steering = steering  # steering.board.Board, when [steering] is on
         if feed_sock is not None:
             feed_sock.close()  # the watcher's listening socket: not ours
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -89,7 +90,8 @@ class Worker:
         tokens = TokenChecker(load_key(cfg.auth.key_file)) if cfg.auth.key_file else None
         fill_tokens = (TokenChecker(load_key(cfg.auth.fill_key_file), "fill")
                        if cfg.auth.fill_key_file else None)
-        self.handler = Handler(objects, cfg, self.metrics, access_log, tokens, fill_tokens)
+        self.handler = Handler(objects, cfg, self.metrics, access_log, tokens, fill_tokens,
+                               self.steering)
         host, port = cfg.server.listen
         sock = listen_socket(host, port)
         self.server = WorkerServer(loop, sock, self.handler, objects, cfg)

@@ -100,7 +100,7 @@ def release(config: Config) -> bool:
 
 class SteeringLoop:
     def __init__(self, config: Config, dry_run: bool = False,
-                 appliance_ok=lambda: (True, "")):
+                 appliance_ok=lambda: (True, ""), board=None):
         self.config = config
         self.cfg = config.steering
         self.settings = settings_from(self.cfg)
@@ -113,6 +113,8 @@ class SteeringLoop:
         self.state = State(mode=ISP_DIRECT, since=time.time(), reason="starting")
         self.held_down: dict[str, int] = {}  # mode -> rounds it is held down (netlink error)
         self.stopping = threading.Event()
+        self.board = board  # board.Board: the mode the serving workers see
+        self._published: tuple[str, str] | None = None
 
     def _stop(self, *_) -> None:
         self.stopping.set()
@@ -181,6 +183,9 @@ class SteeringLoop:
                                    "no path could be applied")
                         self.apply(d.state.mode)
             self.state = d.state
+        if self.board is not None and self._published != (self.state.mode, self.state.reason):
+            self.board.write(self.state.mode, self.state.reason)
+            self._published = (self.state.mode, self.state.reason)
         _write(state_path(self.config), {
             "mode": self.state.mode, "since": self.state.since, "reason": self.state.reason,
             "forced": forced, "switches": self.state.switches, "updated": now,
@@ -247,3 +252,29 @@ def preflight(config: Config) -> None:
                 if r.get("proto") != PROTO and r.get("type") == 1:
                     raise UsageError(f"{config.path}: steering.table: table {cfg.table} holds "
                                      "routes that are not ours (another program's table?)")
+
+
+def run_role(config: Config, board, control) -> int:
+    """The ``steering`` role of ``oca serve``: the loop, with the appliance's own health:
+    draining (the supervisor's drain state) or no disk answering its probe (checked every
+    5 s with the disk probe timeout) is unhealthy."""
+    from ..storage import Store
+
+    store = Store(config)
+    last = {"at": float("-inf"), "ok": (True, "")}
+
+    def appliance_ok() -> tuple[bool, str]:
+        state = control.read()
+        if state is not None and state[1]:
+            return False, "draining"
+        now = time.monotonic()
+        if now - last["at"] >= 5.0:
+            healths = store.probe_all()
+            last["at"] = now
+            last["ok"] = ((True, "") if any(h.servable for h in healths.values())
+                          else (False, "no healthy disk"))
+        return last["ok"]
+    try:
+        return SteeringLoop(config, appliance_ok=appliance_ok, board=board).run()
+    finally:
+        store.close()

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from oca.config import load_config
 from oca.digest import digest_file
@@ -85,12 +86,13 @@ def test_demo_serves_and_its_curl_commands_work(tmp_path):
 
 
 def free_ports(n: int) -> int:
-    """The first of *n* consecutive free loopback ports."""
+    """The first of *n* consecutive free loopback ports, below the ephemeral range (where
+    a client connection made meanwhile could take one before its server binds it)."""
+    import random
     import socket
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(50):
-        base = free_port()
-        if base + n >= 65536:
-            continue
+        base = random.randrange(10000, low - n)
         socks = []
         try:
             for port in range(base, base + n):
