@@ -31,12 +31,14 @@ class AdminListener:
 
     def __init__(self, status: Callable[[], dict], metrics: MetricsArea, drain: Drain,
                  workers: Callable[[], dict[int, int]],
-                 fill_state: Callable[[], dict | None] | None = None):
+                 fill_state: Callable[[], dict | None] | None = None,
+                 steer_state: Callable[[], dict | None] | None = None):
         self.status = status
         self.metrics = metrics
         self.drain = drain
         self.workers = workers
         self.fill_state = fill_state  # the fill agent's state file (oca.fill.state)
+        self.steer_state = steer_state  # the steering role's (oca.steering.loop)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -71,8 +73,10 @@ class AdminListener:
                       "oca_draining": 1.0 if self.drain.draining else 0.0}
             if self.fill_state is not None:
                 gauges.update(fill_gauges(self.fill_state()))
+            if self.steer_state is not None:
+                gauges.update(steer_gauges(self.steer_state()))
             return ("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                    self.metrics.render(gauges, FILL_HELP).encode())
+                    self.metrics.render(gauges, {**FILL_HELP, **STEER_HELP}).encode())
         if route in (("GET", "/status"), ("GET", "/health")):
             st = self.status()
             code = "503 Service Unavailable" if path == "/health" and (
@@ -154,4 +158,32 @@ def fill_gauges(fill: dict | None) -> dict[str, float]:
     out["oca_fill_objects{result=not_started}"] = float(snap.get("not_started", 0))
     out["oca_fill_rate_bits_per_second"] = (float(snap.get("rate_bps", 0.0))
                                             if fill.get("state") == "running" else 0.0)
+    return out
+
+
+STEER_HELP = {
+    "oca_steering_mode": "1 for the steering mode the appliance is in, 0 for the others.",
+    "oca_steering_path_up": "1 when the path's probes answer, 0 when it is down.",
+    "oca_steering_path_loss": "The path's probe loss over the window (0-1).",
+    "oca_steering_path_rtt_ms": "The path's median probe time, connect to status line (ms).",
+    "oca_steering_switches": "Mode switches since the steering role started, by reason "
+                             "(hard, voluntary, appliance, no-path, forced, override-over).",
+}
+
+
+def steer_gauges(state: dict | None) -> dict[str, float]:
+    """/metrics gauges of the steering state (oca.steering.loop); none before it ran."""
+    if not state:
+        return {}
+    from ..steering.policy import MODES
+
+    out = {f"oca_steering_mode{{mode={m}}}": 1.0 if state.get("mode") == m else 0.0
+           for m in MODES}
+    for mode, h in sorted(state.get("paths", {}).items()):
+        out[f"oca_steering_path_up{{path={mode}}}"] = 1.0 if h.get("up") else 0.0
+        out[f"oca_steering_path_loss{{path={mode}}}"] = float(h.get("loss", 1.0))
+        if h.get("rtt_ms") is not None:
+            out[f"oca_steering_path_rtt_ms{{path={mode}}}"] = float(h["rtt_ms"])
+    for kind, n in sorted(state.get("switches_by", {}).items()):
+        out[f"oca_steering_switches{{reason={kind}}}"] = float(n)
     return out

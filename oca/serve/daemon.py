@@ -23,6 +23,7 @@ from ..fill import state as fill_state
 from ..fill.role import FillRole
 from ..http.metrics import MetricsArea
 from ..steering.board import Board
+from ..steering.loop import read_state as read_steer_state
 from ..steering.loop import run_role as run_steering
 from .admin import AdminListener
 from .checks import Prepared, prepare, raise_fd_limit
@@ -96,7 +97,9 @@ class Daemon:
         self.drain = Drain(self.control, self.supervisor)
         admin = AdminListener(self.status, self.metrics, self.drain,
                               lambda: self.supervisor.pids("worker"),
-                              lambda: fill_state.read(self.config))
+                              lambda: fill_state.read(self.config),
+                              (lambda: read_steer_state(self.config))
+                              if self.config.steering.enabled else None)
         self.supervisor.start()
         stopping: list[asyncio.Task] = []
 

@@ -114,6 +114,7 @@ class SteeringLoop:
         self.held_down: dict[str, int] = {}  # mode -> rounds it is held down (netlink error)
         self.stopping = threading.Event()
         self.board = board  # board.Board: the mode the serving workers see
+        self.switches_by: dict[str, int] = {}  # switches by kind (hard, voluntary, ...)
         self._published: tuple[str, str] | None = None
 
     def _stop(self, *_) -> None:
@@ -127,6 +128,9 @@ class SteeringLoop:
                 h = Health(False, h.loss, h.rtt_ms, h.rtt_p95_ms, h.rounds)
             out[mode] = h
         return out
+
+    def _count(self, kind: str) -> None:
+        self.switches_by[kind] = self.switches_by.get(kind, 0) + 1
 
     def apply(self, mode: str) -> bool:
         """Routes for *mode*; False (the path held down) on a netlink error."""
@@ -156,6 +160,7 @@ class SteeringLoop:
                 log.info("steering: switch %s -> %s (forced): %s", self.state.mode,
                          forced["mode"], reason)
                 if self.apply(forced["mode"]):
+                    self._count("forced")
                     self.state = State(mode=forced["mode"], since=now, reason=reason,
                                        last_switch=now, switches=self.state.switches + 1)
         else:
@@ -166,6 +171,8 @@ class SteeringLoop:
                 mode = best_path(usable, self.settings) if usable and ok else ISP_DIRECT
                 log.info("steering: override over: %s -> %s", self.state.mode, mode)
                 if mode == self.state.mode or self.apply(mode):
+                    if mode != self.state.mode:
+                        self._count("override-over")
                     self.state = State(mode=mode, since=now if mode != self.state.mode
                                        else self.state.since, reason="override over: "
                                        f"{mode} is the policy's choice", last_switch=now,
@@ -182,13 +189,16 @@ class SteeringLoop:
                         d = decide(self.state, self.healths(), now, self.settings, False,
                                    "no path could be applied")
                         self.apply(d.state.mode)
+                if d.switched:
+                    self._count(d.kind)
             self.state = d.state
         if self.board is not None and self._published != (self.state.mode, self.state.reason):
             self.board.write(self.state.mode, self.state.reason)
             self._published = (self.state.mode, self.state.reason)
         _write(state_path(self.config), {
             "mode": self.state.mode, "since": self.state.since, "reason": self.state.reason,
-            "forced": forced, "switches": self.state.switches, "updated": now,
+            "forced": forced, "switches": self.state.switches,
+            "switches_by": dict(sorted(self.switches_by.items())), "updated": now,
             "pid": os.getpid(),
             "paths": {m: h.as_dict() for m, h in healths.items()}})
 

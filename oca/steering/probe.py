@@ -4,7 +4,8 @@ path's own routing table), so a probe measures that path and no other.
 
 One thread per path (``Prober``): a slow or dead path never delays the others' rounds.
 A round answers when every probe URL of the path answered 2xx within the timeout; its RTT
-is the TCP connect time of the first URL (the network's share, without the server's).
+is the first URL's time from the connect to the response's status line (what a fill or
+a redirected viewer would wait for over that path).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ HISTORY = 1000
 
 
 def probe_url(url: str, source: str | None, timeout: float) -> float | None:
-    """The TCP connect time (ms) to *url*'s host when a GET of it answers 2xx within
-    *timeout* seconds in all, from *source* (an address of this host) when given; None
-    when it does not."""
+    """The time (ms) from the TCP connect to *url*'s host to the status line of a GET of
+    it, when that answers 2xx within *timeout* seconds in all, from *source* (an address
+    of this host) when given; None when it does not."""
     u = urlsplit(url)
     host = u.hostname or ""
     port = u.port or (443 if u.scheme == "https" else 80)
@@ -37,7 +38,6 @@ def probe_url(url: str, source: str | None, timeout: float) -> float | None:
             sock.bind((source, 0))
         t0 = time.monotonic()
         sock.connect((host, port))
-        rtt = (time.monotonic() - t0) * 1000.0
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         netloc = f"[{host}]" if family == socket.AF_INET6 else host
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {netloc}\r\nUser-Agent: oca-steer\r\n"
@@ -52,6 +52,7 @@ def probe_url(url: str, source: str | None, timeout: float) -> float | None:
             if not chunk:
                 return None
             head += chunk
+        rtt = (time.monotonic() - t0) * 1000.0
         parts = head.split(b"\r\n", 1)[0].split()
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].startswith(b"2"):
             return None

@@ -130,6 +130,27 @@ def test_the_loop_chooses_fails_over_obeys_an_operator_and_cleans_up(net, tmp_pa
     assert "lookup 100" not in rules
 
 
+def test_a_slow_path_is_left_after_n_rounds_and_the_hold_down_once(net, tmp_path):
+    """The origin answers path 2 (netflix-backbone, the preferred) 100 ms late: after the
+    margin held for `consecutive` rounds and the hold-down, one voluntary switch to the
+    next preferred path, and no switch back while it stays slow."""
+    cfg = config(tmp_path)
+    proc = start(net, cfg)
+    try:
+        wait_for(mode_is(net, cfg, "netflix-backbone"), timeout=10)
+        net.delay("10.2.0.0/24", 0.1)
+        st = wait_for(mode_is(net, cfg, "isp-backbone"), timeout=15)
+        assert "better than netflix-backbone by the margin" in st["reason"]
+        assert st["paths"]["netflix-backbone"]["rtt_ms"] >= 100
+        time.sleep(3.0)  # longer than the hold-down: still no switch back
+        st = status(net, cfg)
+        assert (st["mode"], st["switches"]) == ("isp-backbone", 2)
+        assert table(net) == f"{PREFIX} via 10.1.0.1 dev up1 proto 199"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
 def reconfigured(cfg: str, old: str, new: str) -> str:
     from pathlib import Path
     p = Path(cfg)

@@ -5,6 +5,7 @@ answer, a slow path shows its delay, and one slow path does not delay the others
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -59,9 +60,11 @@ def test_a_down_link_and_a_slow_path(net):
     got = rounds(net, 3.0, interval=0.5)
     assert all(ok for _, ok, _ in got["p1"]) and len(got["p1"]) >= 5
     assert not any(ok for _, ok, _ in got["p2"])
-    # The delay is the server's, not the connect's: a slow answer still answers, its RTT
-    # (the connect) stays small; the round takes the delay longer.
+    # A slow answer still answers, and its RTT (connect to status line) shows the delay.
     assert all(ok for _, ok, _ in got["p3"])
+    assert min(rtt for _, _, rtt in got["p3"]) >= 150
+    assert statistics.median(rtt for _, _, rtt in got["p1"]) < \
+        statistics.median(rtt for _, _, rtt in got["p3"])
     # p1 kept its pace while p2 timed out and p3 was slow: the threads do not wait on
     # each other.
     assert len(got["p1"]) >= len(got["p2"])

@@ -65,6 +65,14 @@ def test_health_and_302s_follow_isp_direct(net, tmp_path):
         assert json.loads(body)["status"] == "ok"
         st = json.loads(get(net, "http://127.0.0.1:8081/status")[2])
         assert len(st["steering"]) == 1 and not set(st["steering"]) & set(st["workers"])
+        metrics = in_app(net, "curl", "-s", "http://127.0.0.1:8081/metrics").stdout
+        for line in ('oca_steering_mode{mode="netflix-backbone"} 1.0',
+                     'oca_steering_mode{mode="isp-direct"} 0.0',
+                     'oca_steering_path_up{path="isp-backbone"} 1.0',
+                     'oca_steering_path_loss{path="backbone-oca"} 0.0',
+                     'oca_steering_switches{reason="hard"} 1.0'):
+            assert f"\n{line}\n" in metrics, line
+        assert 'oca_steering_path_rtt_ms{path="netflix-backbone"} ' in metrics
         assert get(net, "http://127.0.0.1:8080/o/nothere.mp4")[0] == 404
         # Every upstream path down: isp-direct.
         for k in (1, 2, 3):
