@@ -23,6 +23,8 @@ STEERING = f"""
 interval = "0.2s"
 hold_down = "2s"
 consecutive = 2
+# The responder's own jitter is a few ms: only a delay made on purpose is a slower path.
+margin_rtt_ms = 50
 prefixes = ["{PREFIX}"]
 table = 100
 preference = ["netflix-backbone", "isp-backbone", "backbone-oca"]
