@@ -19,6 +19,8 @@ import json
 import os
 from pathlib import Path
 
+import psutil
+
 from ..config import Config
 
 NAME = "fill-state.json"
@@ -42,15 +44,7 @@ def read(config: Config) -> dict | None:
 
 
 def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def write(config: Config, state: dict) -> None:
