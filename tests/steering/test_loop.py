@@ -153,6 +153,24 @@ def test_a_slow_path_is_left_after_n_rounds_and_the_hold_down_once(net, tmp_path
         proc.wait(10)
 
 
+def test_a_blackholed_path_is_left_as_a_hard_failure(net, tmp_path):
+    """Path 2's router drops what goes to the origin (a blackhole route): its link stays
+    up, its probes go unanswered, and the loop leaves it at once."""
+    cfg = config(tmp_path)
+    proc = start(net, cfg)
+    try:
+        wait_for(mode_is(net, cfg, "netflix-backbone"), timeout=10)
+        subprocess.run(["ip", "-n", net.routers[1], "route", "replace", "blackhole", PREFIX],
+                       check=True)
+        st = wait_for(mode_is(net, cfg, "isp-backbone"), timeout=10)
+        assert "netflix-backbone is down" in st["reason"]
+        assert st["switches_by"] == {"hard": 2}
+        assert table(net) == f"{PREFIX} via 10.1.0.1 dev up1 proto 199"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
 def reconfigured(cfg: str, old: str, new: str) -> str:
     from pathlib import Path
     p = Path(cfg)
