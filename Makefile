@@ -13,8 +13,9 @@ DEMO_DIR ?= demo
 # libfuse2 (libfuse.so.2, which fusepy loads) and fuse (fusermount) for tests/hangfs.py,
 # a disk that hangs or fails on demand; node-llhttp for the C sources of llhttp, the parser
 # the compiled connection loop calls (setup.py builds them in); nginx as a fill origin
-# that is not oca (tests/fillagent/test_fleet.py).
-APT_PACKAGES := e2fsprogs util-linux mount curl libfuse2 fuse node-llhttp nginx
+# that is not oca (tests/fillagent/test_fleet.py); iproute2 (ip netns, tc) and procps
+# (sysctl) for the steering tests' network of namespaces.
+APT_PACKAGES := e2fsprogs util-linux mount curl libfuse2 fuse node-llhttp nginx iproute2 procps
 
 # Debian packages `make bench-serve` adds: the peer server and the load generator.
 # (On Debian 12 nginx-light is only a transitional package that pulls in nginx.)

@@ -3,15 +3,16 @@ docstring (and ``_fastpath/__init__.pyi``) is the interface of both; the C-level
 are declared in ``_connection.pxd``.
 
 What compiling buys, per request: the read is a recv(2) into a C buffer that llhttp parses
-in place with C callbacks (no Python object for a field the loop does not act on), the send is a C call into the loop of ``_sendfile.pyx`` (no
-Python call around it), and a GET of an open entry (whole, one simple range, or a
+in place with C callbacks (no Python object for a field the loop does not act on), the
+send is a C call into the loop of ``_sendfile.pyx`` (no Python call around it), and a GET of an open entry (whole, one simple range, or a
 ``/range/`` URL) runs in C from the parser's callback to its access-log line. Responses
 decided in Python (``Response`` descriptors) are sent, counted and logged here too: no
 Python runs per chunk or per writability event.
 Exceptions are never unwound through C: the send loop returns errno values that
 ``send_response_c`` raises after taking the GIL back, and an exception raised in a parser
 callback is caught there and stops the parse (llhttp's HPE_USER): the request is answered
-400, as httptools' HttpParserCallbackError is in the twin.
+400, as httptools' HttpParserCallbackError is in the twin; one that is not a refusal
+(a bug) is logged.
 """
 
 cimport cython
@@ -40,8 +41,6 @@ from llhttp cimport (
     llhttp_init,
     llhttp_method_name,
     llhttp_method_t,
-    llhttp_reset,
-    llhttp_resume_after_upgrade,
     llhttp_settings_init,
     llhttp_settings_t,
     llhttp_should_keep_alive,
@@ -61,6 +60,7 @@ from connection cimport (
 from ._sendfile cimport send_response_c
 
 import errno as _errno
+import logging
 from collections import deque
 
 from . import _framing
@@ -110,6 +110,9 @@ cdef enum:
 
 class _ParseStop(Exception):
     """A callback refused the request (it has answered it): llhttp stops there."""
+
+
+_log = logging.getLogger("oca.serve")
 
 _DISK_ERRORS = (_errno.EIO, _errno.ENODATA, _errno.ENXIO)
 
@@ -713,7 +716,7 @@ cdef class Reader:
 
 
 # llhttp's callbacks. An exception (a refusal, _ParseStop, or any other) is kept in the
-# connection's parse_error and stops the parse: llhttp_execute returns HPE_USER.
+# reader's error and stops the parse: llhttp_execute returns HPE_USER.
 
 cdef llhttp_settings_t settings
 llhttp_settings_init(&settings)
@@ -759,6 +762,7 @@ cdef int cb_header_field_complete(llhttp_t *p) noexcept:
     elif n == 5 and c[0] | 0x20 == c'r' and c[1] | 0x20 == c'a' and c[2] | 0x20 == c'n' \
             and c[3] | 0x20 == c'g' and c[4] | 0x20 == c'e':
         r.kind = FIELD_RANGE
+        r.key = b"range"
     else:
         for i in range(n):
             lower[i] = c[i] | 0x20 if c'A' <= c[i] <= c'Z' else c[i]
@@ -951,6 +955,9 @@ cdef class Connection:
         reader.prev_lf = recv_buffer[n - 1] == c'\n'
         if err != HPE_OK:
             self.reader = None
+            if reader.error is not None and not isinstance(reader.error, _ParseStop):
+                _log.error("connection %s: a request's callback failed; answered 400",
+                           self.client, exc_info=reader.error)
             reader.error = None
             if err == HPE_INVALID_METHOD:
                 # llhttp's HPE_INVALID_METHOD is both an unknown method token ("FOO /o/x
@@ -1012,8 +1019,6 @@ cdef class Connection:
         if PyBytes_GET_SIZE(value) > self.shared.max_header_size:
             self.reject(431)
             raise _ParseStop("header too large")
-        if kind == FIELD_RANGE:
-            key = b"range"
         if kind == FIELD_RANGE and self.headers is None and self.range_only is None:
             self.range_only = value
             return 0

@@ -26,6 +26,7 @@ requests, nothing under way), and calls ``close()``.
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import time
@@ -49,6 +50,8 @@ from ._framing import (
     valid_host,
 )
 from ._pysendfile import send_response as _send_response
+
+_log = logging.getLogger("oca.serve")
 
 # Deadlines are taken from the clock, not from the sweep's time: a time up to a second
 # old would cut a 1 s timeout to anything between nothing and a second. Response times
@@ -343,8 +346,12 @@ class Connection:
             else:
                 last.keep_alive = False
             return
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as e:
             self.reader = None
+            cause = e.__context__  # what a callback raised (httptools chains it)
+            if cause is not None and not isinstance(cause, httptools.HttpParserError):
+                _log.error("connection %s: a request's callback failed; answered 400",
+                           self.client, exc_info=cause)
             if not self.closing:
                 self.reject(400)
             return

@@ -168,6 +168,8 @@ class Agent:
         self.on_tick = on_tick  # called with snapshot() every TICK seconds of the run
         self.total_bytes = 0
         self.objects_total = 0
+        self._ticking: threading.Event | None = None  # set: the run is over
+        self._rate_bps = 0.0  # over the last tick
         self._shown: dict[str, int] = {}  # bytes of each object counted in the progress
 
     # -- per thread ---------------------------------------------------------------------
@@ -227,7 +229,7 @@ class Agent:
                     while self._delete_one(self._store(), tier):
                         pass
         finally:
-            if getattr(self, "_ticking", None) is not None:
+            if self._ticking is not None:
                 self._ticking.set()
                 ticker.join()
             for conns in self._conns:
@@ -244,7 +246,7 @@ class Agent:
             out = self.summary.as_dict()
             out["bytes"] = sum(self._shown.values())
         out.update(total_bytes=self.total_bytes, objects_total=self.objects_total,
-                   rate_bps=getattr(self, "_rate_bps", 0.0))
+                   rate_bps=self._rate_bps)
         return out
 
     def _tick(self) -> None:

@@ -22,9 +22,6 @@ from ..config import Config
 from ..fill import state as fill_state
 from ..fill.role import FillRole
 from ..http.metrics import MetricsArea
-from ..steering.board import Board
-from ..steering.loop import read_state as read_steer_state
-from ..steering.loop import run_role as run_steering
 from .admin import AdminListener
 from .checks import Prepared, prepare, raise_fd_limit
 from .control import Control, Drain
@@ -45,7 +42,11 @@ class Daemon:
         n = config.server.worker_count
         self.control = Control(n)
         # The steering mode the workers' /health reports (mapped before any fork).
-        self.board = Board() if config.steering.enabled else None
+        self.board = None
+        if config.steering.enabled:  # (pyroute2 and the steering modules: only then)
+            from ..steering.board import Board
+
+            self.board = Board()
         self.metrics = MetricsArea(n)
         self.started = time.time()
 
@@ -66,8 +67,18 @@ class Daemon:
                  stop_timeout=cfg.server.shutdown_timeout + 5),
         ] + ([Role("fill", lambda slot: FillRole(cfg).run(), stop_timeout=15.0)]
              if cfg.fill.manifest_url else []) + (
-            [Role("steering", lambda slot: run_steering(cfg, self.board, self.control),
-                  stop_timeout=10.0)] if cfg.steering.enabled else [])
+            [Role("steering", self._run_steering, stop_timeout=10.0)]
+            if cfg.steering.enabled else [])
+
+    def _run_steering(self, slot: int) -> int:
+        from ..steering.loop import run_role
+
+        return run_role(self.config, self.board, self.control)
+
+    def _steer_state(self) -> dict | None:
+        from ..steering.loop import read_state
+
+        return read_state(self.config)
 
     def status(self) -> dict:
         cfg = self.config.server
@@ -98,8 +109,7 @@ class Daemon:
         admin = AdminListener(self.status, self.metrics, self.drain,
                               lambda: self.supervisor.pids("worker"),
                               lambda: fill_state.read(self.config),
-                              (lambda: read_steer_state(self.config))
-                              if self.config.steering.enabled else None)
+                              self._steer_state if self.config.steering.enabled else None)
         self.supervisor.start()
         stopping: list[asyncio.Task] = []
 

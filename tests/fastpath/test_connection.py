@@ -621,3 +621,21 @@ def test_a_range_field_of_any_case_is_answered_by_the_loop(served):
     status, _, body = h.response()
     assert (status, len(body)) == (200, len(big))
     assert h.responds == before + 2
+
+
+def test_a_failing_handler_is_a_400_and_logged(served, caplog):
+    """A bug in Python behind a parser callback (the handler raising) is not lost: the
+    request is answered 400, the connection closed, and the exception logged."""
+    h = served
+
+    def broken(conn):
+        raise RuntimeError("handler bug")
+    h.handler.respond = broken
+    with caplog.at_level("ERROR", logger="oca.serve"):
+        h.send(get("/health"))
+        status, _, _ = h.response()
+        assert status == 400
+        assert h.client.recv(1) == b""  # closed after it
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "callback failed" in errors[0].getMessage()
+    assert isinstance(errors[0].exc_info[1], RuntimeError)
